@@ -1,0 +1,88 @@
+//! The one configuration of a Hearth server: command-line flags, each with a `HEARTH_*`
+//! environment variable. The README lists them all.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Database URL: `postgres://user@host/db` or `sqlite:path`. Default: an SQLite file in
+    /// the data directory.
+    #[arg(long, env = "HEARTH_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Directory for the embedded SQLite database.
+    #[arg(long, env = "HEARTH_DATA_DIR", default_value = "./hearth-data")]
+    pub data_dir: PathBuf,
+
+    /// Address and port to listen on.
+    #[arg(long, env = "HEARTH_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// The public base URL of the FHIR endpoint, used in Location headers and Bundle links.
+    /// Default: http://<listen>/fhir.
+    #[arg(long, env = "HEARTH_BASE_URL")]
+    pub base_url: Option<String>,
+
+    /// Largest request body accepted, in bytes (larger ones get 413).
+    #[arg(long, env = "HEARTH_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Database connections in the pool.
+    #[arg(long, env = "HEARTH_DB_POOL_SIZE", default_value_t = 32)]
+    pub db_pool_size: u32,
+
+    /// Do not apply pending migrations when the server starts (run `hearth migrate` instead).
+    #[arg(long, env = "HEARTH_NO_MIGRATE")]
+    pub no_migrate: bool,
+
+    /// Log format.
+    #[arg(long, env = "HEARTH_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Hearth does not yet authorise requests (SMART on FHIR is planned), so it refuses to
+    /// listen on anything but a loopback address unless this flag says you know.
+    #[arg(long, env = "HEARTH_ALLOW_REMOTE_WITHOUT_AUTH")]
+    pub allow_remote_without_auth: bool,
+}
+
+impl Config {
+    /// A configuration with every default, for tests and examples.
+    pub fn for_database(database_url: &str) -> Config {
+        Config {
+            database_url: Some(database_url.to_string()),
+            data_dir: PathBuf::from("./hearth-data"),
+            listen: "127.0.0.1:0".parse().expect("a literal address"),
+            base_url: None,
+            max_body_bytes: 16 * 1024 * 1024,
+            db_pool_size: 16,
+            no_migrate: false,
+            log_format: LogFormat::Text,
+            allow_remote_without_auth: false,
+        }
+    }
+
+    /// The database URL, defaulting to `<data_dir>/hearth.db`.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite:{}", self.data_dir.join("hearth.db").display()),
+        }
+    }
+
+    /// The FHIR base URL without a trailing slash.
+    pub fn base_url(&self, bound: SocketAddr) -> String {
+        match &self.base_url {
+            Some(b) => b.trim_end_matches('/').to_string(),
+            None => format!("http://{bound}/fhir"),
+        }
+    }
+}

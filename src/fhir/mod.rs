@@ -1,0 +1,11 @@
+//! Knowledge of FHIR R4 itself: resource types, ids, dates, validation, formats and
+//! OperationOutcome. Nothing here knows about HTTP or databases.
+
+pub mod datetime;
+pub mod id;
+pub mod meta;
+pub mod outcome;
+pub mod resource_type;
+pub mod validate;
+pub mod xhtml;
+pub mod xml;

@@ -1,0 +1,101 @@
+//! What every FHIR handler needs to know about its request, extracted once: the negotiated
+//! response format, `_pretty`, the query parameters, the headers, and the `Prefer` choices.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+
+use super::format::{self, Negotiated};
+use crate::error::{Error, Result};
+
+/// `Prefer: return=...` <https://hl7.org/fhir/R4/http.html#ops>
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Return {
+    Minimal,
+    Representation,
+    OperationOutcome,
+}
+
+pub struct FhirRequest {
+    /// The response format, or why none can be produced (406).
+    pub format: Result<Negotiated>,
+    /// The `_format` parameter as given, to repeat in links.
+    pub format_param: Option<String>,
+    pub pretty: bool,
+    /// Query parameters other than `_format` and `_pretty`, in order.
+    pub params: Vec<(String, String)>,
+    pub headers: HeaderMap,
+    pub prefer_return: Return,
+    /// `Prefer: handling=lenient`: ignore unknown parameters instead of refusing them.
+    pub lenient: bool,
+}
+
+impl FhirRequest {
+    pub fn params_format(&self) -> Option<&str> {
+        self.format_param.as_deref()
+    }
+
+    pub fn header(&self, name: header::HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The expected version from `If-Match`, if the header is present.
+    pub fn if_match(&self) -> Result<Option<i64>> {
+        match self.headers.get(header::IF_MATCH) {
+            None => Ok(None),
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(crate::fhir::id::parse_etag)
+                .map(Some)
+                .ok_or_else(|| {
+                    Error::bad_request("If-Match must be a version ETag such as W/\"3\"")
+                }),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for FhirRequest {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let mut params = Vec::new();
+        let mut format_param = None;
+        let mut pretty = false;
+        for (k, v) in form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()) {
+            match k.as_ref() {
+                "_format" => format_param = Some(v.into_owned()),
+                "_pretty" => pretty = v == "true",
+                _ => params.push((k.into_owned(), v.into_owned())),
+            }
+        }
+        let accept = parts
+            .headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok());
+        let format = format::negotiate(format_param.as_deref(), accept);
+
+        let (mut prefer_return, mut lenient) = (Return::Representation, false);
+        for prefer in parts.headers.get_all("prefer") {
+            for token in prefer.to_str().unwrap_or("").split([',', ';']) {
+                match token.trim().to_ascii_lowercase().replace(' ', "").as_str() {
+                    "return=minimal" => prefer_return = Return::Minimal,
+                    "return=representation" => prefer_return = Return::Representation,
+                    "return=operationoutcome" => prefer_return = Return::OperationOutcome,
+                    "handling=lenient" => lenient = true,
+                    "handling=strict" => lenient = false,
+                    _ => {}
+                }
+            }
+        }
+        Ok(FhirRequest {
+            format,
+            format_param,
+            pretty,
+            params,
+            headers: parts.headers.clone(),
+            prefer_return,
+            lenient,
+        })
+    }
+}

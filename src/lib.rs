@@ -1,0 +1,95 @@
+//! Hearth: an HL7 FHIR R4 server on PostgreSQL JSONB or embedded SQLite.
+//!
+//! [`Hearth::start`] builds the whole application from a [`Config`]; the binary, the tests
+//! and the examples all embed the same server this way.
+
+pub mod config;
+pub mod error;
+pub mod fhir;
+pub mod http;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+
+pub use config::Config;
+pub use error::{Error, Result};
+use store::Store;
+
+/// A server bound to its port, ready to serve.
+pub struct Hearth {
+    listener: TcpListener,
+    router: axum::Router,
+    store: Store,
+    pub base_url: String,
+}
+
+impl Hearth {
+    /// Connects the store, applies migrations (unless disabled), compiles the validator and
+    /// binds the listening socket.
+    pub async fn start(config: &Config) -> Result<Hearth> {
+        let database_url = config.database_url();
+        if config.database_url.is_none() {
+            std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+                Error::internal(format!(
+                    "cannot create the data directory {}: {e}",
+                    config.data_dir.display()
+                ))
+            })?;
+        }
+        let store = Store::connect(&database_url, config.db_pool_size).await?;
+        if !config.no_migrate {
+            let applied = store.migrate().await?;
+            if !applied.is_empty() {
+                tracing::info!(?applied, "migrations applied");
+            }
+        }
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| Error::internal(format!("cannot listen on {}: {e}", config.listen)))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| Error::internal(format!("no local address: {e}")))?;
+        let base_url = config.base_url(bound);
+        let started = fhir::datetime::format_instant(chrono::Utc::now());
+        let state = http::AppState::new(http::Shared {
+            store: store.clone(),
+            base_url: base_url.clone(),
+            max_body_bytes: config.max_body_bytes,
+            validator: fhir::validate::Validator::shared(),
+            metrics: http::metrics::Metrics::default(),
+            capability: http::capability::statement(&base_url, &started),
+        });
+        Ok(Hearth {
+            listener,
+            router: http::router(state),
+            store,
+            base_url,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish and closes the
+    /// database pool.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let app = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        self.store.close().await;
+        Ok(())
+    }
+}

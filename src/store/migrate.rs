@@ -1,0 +1,43 @@
+//! Schema migrations, embedded in the binary. The files in `migrations/<backend>/` follow
+//! sqlx's naming (`NNNN_name.sql`); Hearth records what it applied in `hearth_migration`
+//! with a checksum, and refuses to run on a database whose applied migrations were edited.
+
+/// One migration file.
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+impl Migration {
+    /// FNV-1a of the SQL text: stable across Rust versions, enough to notice an edit.
+    pub fn checksum(&self) -> i64 {
+        let mut hash: u64 = 0xcbf29ce484222325;
+        for byte in self.sql.bytes() {
+            hash ^= byte as u64;
+            hash = hash.wrapping_mul(0x100000001b3);
+        }
+        hash as i64
+    }
+}
+
+macro_rules! migration {
+    ($backend:literal, $version:literal, $name:literal) => {
+        Migration {
+            version: $version,
+            name: $name,
+            sql: include_str!(concat!(
+                "../../migrations/",
+                $backend,
+                "/",
+                stringify!($version),
+                "_",
+                $name,
+                ".sql"
+            )),
+        }
+    };
+}
+
+pub const POSTGRES: &[Migration] = &[migration!("postgres", 0001, "resources")];
+pub const SQLITE: &[Migration] = &[migration!("sqlite", 0001, "resources")];

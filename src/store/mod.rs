@@ -1,0 +1,321 @@
+//! The only room with SQL. A [`Store`] persists resources and their versions in PostgreSQL
+//! (`jsonb`) or SQLite; both implement [`ResourceStore`] and pass the same black-box tests.
+//!
+//! Every write is one database transaction: the resource row, its version row (and, later,
+//! its index rows) commit together or not at all. Updates lock the resource row and check the
+//! expected version, so concurrent updates queue up instead of overwriting each other.
+
+pub mod migrate;
+pub mod postgres;
+pub mod sqlite;
+
+use std::future::Future;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// The interaction that produced a version, as history reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Post,
+    Put,
+    Delete,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Method> {
+        match s {
+            "POST" => Ok(Method::Post),
+            "PUT" => Ok(Method::Put),
+            "DELETE" => Ok(Method::Delete),
+            other => Err(Error::internal(format!(
+                "unknown method '{other}' in the store"
+            ))),
+        }
+    }
+}
+
+/// One version of one resource. `body` is `None` for a deletion.
+#[derive(Debug, Clone)]
+pub struct Version {
+    pub resource_type: String,
+    pub id: String,
+    pub version: i64,
+    pub last_updated: DateTime<Utc>,
+    pub method: Method,
+    pub body: Option<Value>,
+}
+
+impl Version {
+    pub fn is_deleted(&self) -> bool {
+        self.body.is_none()
+    }
+}
+
+/// The result of an update: the new version, and whether it created the resource (201) or
+/// replaced it (200).
+#[derive(Debug, Clone)]
+pub struct Updated {
+    pub version: Version,
+    pub created: bool,
+}
+
+/// Which history: the whole server, one type, or one resource.
+#[derive(Debug, Clone)]
+pub enum HistoryScope {
+    System,
+    Type(String),
+    Instance(String, String),
+}
+
+/// A position in a history listing: the (lastUpdated, sequence) of the last entry shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub last_updated: DateTime<Utc>,
+    pub seq: i64,
+}
+
+/// A history request, already validated.
+#[derive(Debug, Clone)]
+pub struct HistoryQuery {
+    pub scope: HistoryScope,
+    /// `_since`: versions created at or after this instant.
+    pub since: Option<DateTime<Utc>>,
+    /// `_at`: versions that were current at some point in [start, end).
+    pub at: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Continue after this entry.
+    pub after: Option<Cursor>,
+    /// At most this many entries (the store returns one more to tell whether a next page exists).
+    pub count: usize,
+}
+
+/// A page of history, newest first, and where the next page starts.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    pub versions: Vec<Version>,
+    pub next: Option<Cursor>,
+}
+
+/// What both databases can do. `expected` is the version an `If-Match` header demands.
+pub trait ResourceStore {
+    /// Creates a resource with a server-assigned id (the body's id is ignored).
+    fn create(
+        &self,
+        resource_type: &str,
+        body: Value,
+    ) -> impl Future<Output = Result<Version>> + Send;
+    /// Updates or creates the resource at a client-chosen id.
+    fn update(
+        &self,
+        resource_type: &str,
+        id: &str,
+        body: Value,
+        expected: Option<i64>,
+    ) -> impl Future<Output = Result<Updated>> + Send;
+    /// Deletes a resource; `None` when there was nothing to delete.
+    fn delete(
+        &self,
+        resource_type: &str,
+        id: &str,
+        expected: Option<i64>,
+    ) -> impl Future<Output = Result<Option<Version>>> + Send;
+    /// The current version (possibly a deletion), or `None` if the resource never existed.
+    fn read(
+        &self,
+        resource_type: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<Version>>> + Send;
+    /// One version of a resource.
+    fn vread(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+    ) -> impl Future<Output = Result<Option<Version>>> + Send;
+    /// A page of history.
+    fn history(&self, query: &HistoryQuery) -> impl Future<Output = Result<HistoryPage>> + Send;
+    /// Whether the database answers.
+    fn ping(&self) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// The configured store: PostgreSQL or SQLite.
+#[derive(Clone)]
+pub enum Store {
+    Postgres(postgres::PgStore),
+    Sqlite(sqlite::SqliteStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            Store::Postgres($store) => $call.await,
+            Store::Sqlite($store) => $call.await,
+        }
+    };
+}
+
+impl Store {
+    /// Connects to `database_url` (`postgres://...` or `sqlite:...`).
+    pub async fn connect(database_url: &str, pool_size: u32) -> Result<Store> {
+        if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
+            Ok(Store::Postgres(
+                postgres::PgStore::connect(database_url, pool_size).await?,
+            ))
+        } else if database_url.starts_with("sqlite:") {
+            Ok(Store::Sqlite(
+                sqlite::SqliteStore::connect(database_url, pool_size).await?,
+            ))
+        } else {
+            Err(Error::bad_request(
+                "the database URL must start with postgres:// or sqlite:",
+            ))
+        }
+    }
+
+    /// Applies the migrations this binary carries that the database has not seen yet.
+    pub async fn migrate(&self) -> Result<Vec<&'static str>> {
+        match self {
+            Store::Postgres(s) => s.migrate().await,
+            Store::Sqlite(s) => s.migrate().await,
+        }
+    }
+
+    /// Which backend this is, for logs and metrics.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Postgres(_) => "postgres",
+            Store::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        match self {
+            Store::Postgres(s) => s.pool.close().await,
+            Store::Sqlite(s) => s.pool.close().await,
+        }
+    }
+}
+
+impl ResourceStore for Store {
+    async fn create(&self, resource_type: &str, body: Value) -> Result<Version> {
+        dispatch!(self, s => s.create(resource_type, body))
+    }
+    async fn update(
+        &self,
+        resource_type: &str,
+        id: &str,
+        body: Value,
+        expected: Option<i64>,
+    ) -> Result<Updated> {
+        dispatch!(self, s => s.update(resource_type, id, body, expected))
+    }
+    async fn delete(
+        &self,
+        resource_type: &str,
+        id: &str,
+        expected: Option<i64>,
+    ) -> Result<Option<Version>> {
+        dispatch!(self, s => s.delete(resource_type, id, expected))
+    }
+    async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Version>> {
+        dispatch!(self, s => s.read(resource_type, id))
+    }
+    async fn vread(&self, resource_type: &str, id: &str, version: i64) -> Result<Option<Version>> {
+        dispatch!(self, s => s.vread(resource_type, id, version))
+    }
+    async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage> {
+        dispatch!(self, s => s.history(query))
+    }
+    async fn ping(&self) -> Result<()> {
+        dispatch!(self, s => s.ping())
+    }
+}
+
+/// The time a write is stamped with: now, at the microsecond precision both databases keep.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// Checks an `If-Match` expectation against the version found.
+fn check_expected(expected: Option<i64>, found: Option<i64>, what: &str) -> Result<()> {
+    match (expected, found) {
+        (None, _) => Ok(()),
+        (Some(e), Some(f)) if e == f => Ok(()),
+        (Some(e), Some(f)) => Err(Error::precondition_failed(format!(
+            "{what} is at version {f}, not the version {e} that If-Match requires"
+        ))),
+        (Some(e), None) => Err(Error::precondition_failed(format!(
+            "{what} does not exist, so it cannot be at the version {e} that If-Match requires"
+        ))),
+    }
+}
+
+/// Turns the history rows fetched (up to `count + 1`) into a page.
+fn page(mut versions: Vec<(Version, i64)>, count: usize) -> HistoryPage {
+    let next = if versions.len() > count {
+        versions.truncate(count);
+        versions.last().map(|(v, seq)| Cursor {
+            last_updated: v.last_updated,
+            seq: *seq,
+        })
+    } else {
+        None
+    };
+    HistoryPage {
+        versions: versions.into_iter().map(|(v, _)| v).collect(),
+        next,
+    }
+}
+
+/// Maps a database failure to what the client should hear. Connection trouble is a 503 (the
+/// client may retry); anything else is a defect, logged without the statement's values.
+fn db_error(e: sqlx::Error) -> Error {
+    use sqlx::Error as E;
+    match &e {
+        E::PoolTimedOut
+        | E::PoolClosed
+        | E::Io(_)
+        | E::Tls(_)
+        | E::WorkerCrashed
+        | E::Protocol(_) => {
+            tracing::warn!(error = %e, "database unavailable");
+            Error::unavailable("the database is unavailable; try again shortly")
+        }
+        E::Database(db) => {
+            let code = db.code().unwrap_or_default().to_string();
+            // PostgreSQL classes 08 (connection), 57 (operator intervention), 53 (resources);
+            // SQLite 5/6 (busy, locked).
+            if code.starts_with("08")
+                || code.starts_with("57")
+                || code.starts_with("53")
+                || code == "5"
+                || code == "6"
+            {
+                tracing::warn!(code, "database unavailable");
+                Error::unavailable("the database is unavailable or busy; try again shortly")
+            } else if code == "40001" || code == "40P01" {
+                Error::conflict("a concurrent transaction conflicted with this one; retry it")
+            } else if code.starts_with("22") {
+                Error::bad_request("the resource holds a value the database cannot store")
+            } else {
+                tracing::error!(code, "database error");
+                Error::internal("unexpected database error")
+            }
+        }
+        _ => {
+            tracing::error!(error = %e, "database error");
+            Error::internal("unexpected database error")
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! The PostgreSQL store: resources as `jsonb`. Production's backend.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{Postgres, QueryBuilder, Row};
+
+use super::migrate::{Migration, POSTGRES};
+use super::{
+    check_expected, db_error, now, page, HistoryPage, HistoryQuery, HistoryScope, Method,
+    ResourceStore, Updated, Version,
+};
+use crate::error::{Error, Result};
+use crate::fhir::{id::new_id, meta::stamp};
+
+#[derive(Clone)]
+pub struct PgStore {
+    pub(super) pool: PgPool,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str, pool_size: u32) -> Result<PgStore> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| Error::bad_request(format!("invalid PostgreSQL URL: {e}")))?
+            .application_name("hearth");
+        // Connect lazily: a database that is down at start makes requests fail with 503
+        // until it is back, instead of stopping the server.
+        let pool = PgPoolOptions::new()
+            .max_connections(pool_size)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(options);
+        Ok(PgStore { pool })
+    }
+
+    pub async fn migrate(&self) -> Result<Vec<&'static str>> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        // One migrator at a time across every Hearth process sharing this database.
+        sqlx::query("SELECT pg_advisory_xact_lock(7270276806)")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS hearth_migration (
+                version bigint PRIMARY KEY, name text NOT NULL, checksum bigint NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let applied: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT version, checksum FROM hearth_migration")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        let mut done = Vec::new();
+        for m in pending(POSTGRES, &applied)? {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(m.sql))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            sqlx::query(
+                "INSERT INTO hearth_migration (version, name, checksum) VALUES ($1, $2, $3)",
+            )
+            .bind(m.version)
+            .bind(m.name)
+            .bind(m.checksum())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            done.push(m.name);
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(done)
+    }
+}
+
+/// The migrations not yet applied; an error if an applied one was changed since.
+pub(super) fn pending<'m>(
+    all: &'m [Migration],
+    applied: &[(i64, i64)],
+) -> Result<Vec<&'m Migration>> {
+    let mut todo = Vec::new();
+    for m in all {
+        match applied.iter().find(|(v, _)| *v == m.version) {
+            Some((_, sum)) if *sum != m.checksum() => {
+                return Err(Error::internal(format!(
+                    "migration {} ({}) was changed after it was applied to this database",
+                    m.version, m.name
+                )))
+            }
+            Some(_) => {}
+            None => todo.push(m),
+        }
+    }
+    Ok(todo)
+}
+
+fn version_from_row(row: &PgRow) -> Result<Version> {
+    let body: Option<Json<Value>> = row.try_get("body").map_err(db_error)?;
+    let method: String = row.try_get("method").map_err(db_error)?;
+    Ok(Version {
+        resource_type: row.try_get("type").map_err(db_error)?,
+        id: row.try_get("id").map_err(db_error)?,
+        version: row.try_get("version").map_err(db_error)?,
+        last_updated: row.try_get("last_updated").map_err(db_error)?,
+        method: Method::parse(&method)?,
+        body: body.map(|b| b.0),
+    })
+}
+
+/// Locks the resource row for the rest of the transaction: (key, version, deleted).
+async fn lock_current(
+    tx: &mut sqlx::PgConnection,
+    resource_type: &str,
+    id: &str,
+) -> Result<Option<(i64, i64, bool)>> {
+    sqlx::query_as(
+        "SELECT key, version, deleted FROM resource WHERE type = $1 AND id = $2 FOR UPDATE",
+    )
+    .bind(resource_type)
+    .bind(id)
+    .fetch_optional(tx)
+    .await
+    .map_err(db_error)
+}
+
+/// Writes a new version of an existing resource row, and its version row.
+async fn write_version(
+    tx: &mut sqlx::PgConnection,
+    key: i64,
+    version: i64,
+    last_updated: DateTime<Utc>,
+    method: Method,
+    body: Option<&Value>,
+) -> Result<()> {
+    sqlx::query(
+        "WITH r AS (
+            UPDATE resource SET version = $2, last_updated = $3, deleted = $5, body = $4
+            WHERE key = $1 RETURNING key, type, id, version, last_updated, body)
+         INSERT INTO resource_version (key, type, id, version, last_updated, method, body)
+         SELECT key, type, id, version, last_updated, $6, body FROM r",
+    )
+    .bind(key)
+    .bind(version)
+    .bind(last_updated)
+    .bind(body.map(Json))
+    .bind(body.is_none())
+    .bind(method.as_str())
+    .execute(tx)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+/// Inserts version 1 of a resource; `false` if the (type, id) is taken.
+async fn insert_new(
+    conn: impl sqlx::PgExecutor<'_>,
+    resource_type: &str,
+    id: &str,
+    last_updated: DateTime<Utc>,
+    method: Method,
+    body: &Value,
+) -> Result<bool> {
+    let inserted = sqlx::query(
+        "WITH r AS (
+            INSERT INTO resource (type, id, version, last_updated, body) VALUES ($1, $2, 1, $3, $4)
+            ON CONFLICT (type, id) DO NOTHING RETURNING key, body)
+         INSERT INTO resource_version (key, type, id, version, last_updated, method, body)
+         SELECT key, $1, $2, 1, $3, $5, body FROM r",
+    )
+    .bind(resource_type)
+    .bind(id)
+    .bind(last_updated)
+    .bind(Json(body))
+    .bind(method.as_str())
+    .execute(conn)
+    .await
+    .map_err(db_error)?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+impl ResourceStore for PgStore {
+    async fn create(&self, resource_type: &str, mut body: Value) -> Result<Version> {
+        let id = new_id();
+        let last_updated = now();
+        stamp(&mut body, &id, 1, last_updated);
+        if !insert_new(
+            &self.pool,
+            resource_type,
+            &id,
+            last_updated,
+            Method::Post,
+            &body,
+        )
+        .await?
+        {
+            return Err(Error::internal("a freshly generated id was already taken"));
+        }
+        Ok(Version {
+            resource_type: resource_type.into(),
+            id,
+            version: 1,
+            last_updated,
+            method: Method::Post,
+            body: Some(body),
+        })
+    }
+
+    async fn update(
+        &self,
+        resource_type: &str,
+        id: &str,
+        mut body: Value,
+        expected: Option<i64>,
+    ) -> Result<Updated> {
+        loop {
+            let mut tx = self.pool.begin().await.map_err(db_error)?;
+            let current = lock_current(&mut tx, resource_type, id).await?;
+            let what = format!("{resource_type}/{id}");
+            check_expected(expected, current.map(|(_, v, _)| v), &what)?;
+            let last_updated = now();
+            let (version, created) = match current {
+                None => {
+                    stamp(&mut body, id, 1, last_updated);
+                    if !insert_new(
+                        &mut *tx,
+                        resource_type,
+                        id,
+                        last_updated,
+                        Method::Put,
+                        &body,
+                    )
+                    .await?
+                    {
+                        // Another request created it first: start again, now as an update.
+                        continue;
+                    }
+                    (1, true)
+                }
+                Some((key, v, deleted)) => {
+                    stamp(&mut body, id, v + 1, last_updated);
+                    write_version(&mut tx, key, v + 1, last_updated, Method::Put, Some(&body))
+                        .await?;
+                    (v + 1, deleted)
+                }
+            };
+            tx.commit().await.map_err(db_error)?;
+            return Ok(Updated {
+                version: Version {
+                    resource_type: resource_type.into(),
+                    id: id.into(),
+                    version,
+                    last_updated,
+                    method: Method::Put,
+                    body: Some(body),
+                },
+                created,
+            });
+        }
+    }
+
+    async fn delete(
+        &self,
+        resource_type: &str,
+        id: &str,
+        expected: Option<i64>,
+    ) -> Result<Option<Version>> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let current = lock_current(&mut tx, resource_type, id).await?;
+        check_expected(
+            expected,
+            current.map(|(_, v, _)| v),
+            &format!("{resource_type}/{id}"),
+        )?;
+        let Some((key, v, false)) = current else {
+            return Ok(None);
+        };
+        let last_updated = now();
+        write_version(&mut tx, key, v + 1, last_updated, Method::Delete, None).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Some(Version {
+            resource_type: resource_type.into(),
+            id: id.into(),
+            version: v + 1,
+            last_updated,
+            method: Method::Delete,
+            body: None,
+        }))
+    }
+
+    async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Version>> {
+        let row = sqlx::query(
+            "SELECT type, id, version, last_updated, CASE WHEN deleted THEN 'DELETE' ELSE 'PUT' END AS method, body
+             FROM resource WHERE type = $1 AND id = $2",
+        )
+        .bind(resource_type)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        row.as_ref().map(version_from_row).transpose()
+    }
+
+    async fn vread(&self, resource_type: &str, id: &str, version: i64) -> Result<Option<Version>> {
+        let row = sqlx::query(
+            "SELECT v.type, v.id, v.version, v.last_updated, v.method, v.body
+             FROM resource r JOIN resource_version v ON v.key = r.key
+             WHERE r.type = $1 AND r.id = $2 AND v.version = $3",
+        )
+        .bind(resource_type)
+        .bind(id)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        row.as_ref().map(version_from_row).transpose()
+    }
+
+    async fn history(&self, q: &HistoryQuery) -> Result<HistoryPage> {
+        let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(
+            "SELECT v.seq, v.type, v.id, v.version, v.last_updated, v.method, v.body FROM resource_version v WHERE true",
+        );
+        match &q.scope {
+            HistoryScope::System => {}
+            HistoryScope::Type(t) => {
+                sql.push(" AND v.type = ").push_bind(t.clone());
+            }
+            HistoryScope::Instance(t, id) => {
+                sql.push(" AND v.key = (SELECT key FROM resource WHERE type = ")
+                    .push_bind(t.clone())
+                    .push(" AND id = ")
+                    .push_bind(id.clone())
+                    .push(")");
+            }
+        }
+        if let Some(since) = q.since {
+            sql.push(" AND v.last_updated >= ").push_bind(since);
+        }
+        if let Some((start, end)) = q.at {
+            sql.push(" AND v.last_updated < ").push_bind(end);
+            sql.push(
+                " AND NOT EXISTS (SELECT 1 FROM resource_version n
+                   WHERE n.key = v.key AND n.version = v.version + 1 AND n.last_updated <= ",
+            )
+            .push_bind(start)
+            .push(")");
+        }
+        if let Some(c) = q.after {
+            sql.push(" AND (v.last_updated, v.seq) < (")
+                .push_bind(c.last_updated)
+                .push(", ")
+                .push_bind(c.seq)
+                .push(")");
+        }
+        sql.push(" ORDER BY v.last_updated DESC, v.seq DESC LIMIT ")
+            .push_bind(q.count as i64 + 1);
+        let rows = sql.build().fetch_all(&self.pool).await.map_err(db_error)?;
+        let versions = rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    version_from_row(row)?,
+                    row.try_get::<i64, _>("seq").map_err(db_error)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(page(versions, q.count))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,373 @@
+//! The SQLite store: one file, no server, the zero-setup default. Writes are serialised by
+//! `BEGIN IMMEDIATE`; WAL lets reads go on meanwhile; `synchronous=FULL` makes every
+//! acknowledged write durable.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+
+use super::migrate::SQLITE;
+use super::postgres::pending;
+use super::{
+    check_expected, db_error, now, page, HistoryPage, HistoryQuery, HistoryScope, Method,
+    ResourceStore, Updated, Version,
+};
+use crate::error::{Error, Result};
+use crate::fhir::{id::new_id, meta::stamp};
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    pub(super) pool: SqlitePool,
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn from_micros(us: i64) -> Result<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(us).ok_or_else(|| Error::internal("bad timestamp in the store"))
+}
+
+fn to_text(body: &Value) -> Result<String> {
+    serde_json::to_string(body).map_err(|e| Error::internal(format!("cannot serialise: {e}")))
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str, pool_size: u32) -> Result<SqliteStore> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| Error::bad_request(format!("invalid SQLite URL: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(pool_size)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(db_error)?;
+        Ok(SqliteStore { pool })
+    }
+
+    pub async fn migrate(&self) -> Result<Vec<&'static str>> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_error)?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS hearth_migration (
+                version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum INTEGER NOT NULL,
+                applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let applied: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT version, checksum FROM hearth_migration")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        let mut done = Vec::new();
+        for m in pending(SQLITE, &applied)? {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(m.sql))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            sqlx::query(
+                "INSERT INTO hearth_migration (version, name, checksum) VALUES (?1, ?2, ?3)",
+            )
+            .bind(m.version)
+            .bind(m.name)
+            .bind(m.checksum())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            done.push(m.name);
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(done)
+    }
+}
+
+fn version_from_row(row: &SqliteRow) -> Result<Version> {
+    let body: Option<String> = row.try_get("body").map_err(db_error)?;
+    let body = body
+        .map(|b| serde_json::from_str(&b))
+        .transpose()
+        .map_err(|e| Error::internal(format!("unreadable body in the store: {e}")))?;
+    let method: String = row.try_get("method").map_err(db_error)?;
+    Ok(Version {
+        resource_type: row.try_get("type").map_err(db_error)?,
+        id: row.try_get("id").map_err(db_error)?,
+        version: row.try_get("version").map_err(db_error)?,
+        last_updated: from_micros(row.try_get("last_updated").map_err(db_error)?)?,
+        method: Method::parse(&method)?,
+        body,
+    })
+}
+
+async fn current(
+    conn: &mut SqliteConnection,
+    resource_type: &str,
+    id: &str,
+) -> Result<Option<(i64, i64, bool)>> {
+    sqlx::query_as("SELECT key, version, deleted FROM resource WHERE type = ?1 AND id = ?2")
+        .bind(resource_type)
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+        .map_err(db_error)
+}
+
+async fn insert_version(
+    conn: &mut SqliteConnection,
+    key: i64,
+    v: &Version,
+    body: Option<&str>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO resource_version (key, type, id, version, last_updated, method, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .bind(key)
+    .bind(&v.resource_type)
+    .bind(&v.id)
+    .bind(v.version)
+    .bind(micros(v.last_updated))
+    .bind(v.method.as_str())
+    .bind(body)
+    .execute(conn)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Writes `v` as the new current version: inserts or updates the resource row and adds
+    /// the version row, in the caller's transaction.
+    async fn write(
+        &self,
+        conn: &mut SqliteConnection,
+        key: Option<i64>,
+        v: &Version,
+    ) -> Result<()> {
+        let body = v.body.as_ref().map(to_text).transpose()?;
+        let key = match key {
+            Some(key) => {
+                sqlx::query("UPDATE resource SET version = ?2, last_updated = ?3, deleted = ?4, body = ?5 WHERE key = ?1")
+                    .bind(key)
+                    .bind(v.version)
+                    .bind(micros(v.last_updated))
+                    .bind(body.is_none())
+                    .bind(body.as_deref())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_error)?;
+                key
+            }
+            None => sqlx::query_scalar(
+                "INSERT INTO resource (type, id, version, last_updated, body) VALUES (?1, ?2, ?3, ?4, ?5) RETURNING key",
+            )
+            .bind(&v.resource_type)
+            .bind(&v.id)
+            .bind(v.version)
+            .bind(micros(v.last_updated))
+            .bind(body.as_deref())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_error)?,
+        };
+        insert_version(conn, key, v, body.as_deref()).await
+    }
+}
+
+impl ResourceStore for SqliteStore {
+    async fn create(&self, resource_type: &str, mut body: Value) -> Result<Version> {
+        let id = new_id();
+        let last_updated = now();
+        stamp(&mut body, &id, 1, last_updated);
+        let v = Version {
+            resource_type: resource_type.into(),
+            id,
+            version: 1,
+            last_updated,
+            method: Method::Post,
+            body: Some(body),
+        };
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_error)?;
+        self.write(&mut tx, None, &v).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(v)
+    }
+
+    async fn update(
+        &self,
+        resource_type: &str,
+        id: &str,
+        mut body: Value,
+        expected: Option<i64>,
+    ) -> Result<Updated> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_error)?;
+        let found = current(&mut tx, resource_type, id).await?;
+        check_expected(
+            expected,
+            found.map(|(_, v, _)| v),
+            &format!("{resource_type}/{id}"),
+        )?;
+        let last_updated = now();
+        let version = found.map_or(1, |(_, v, _)| v + 1);
+        stamp(&mut body, id, version, last_updated);
+        let v = Version {
+            resource_type: resource_type.into(),
+            id: id.into(),
+            version,
+            last_updated,
+            method: Method::Put,
+            body: Some(body),
+        };
+        self.write(&mut tx, found.map(|(key, _, _)| key), &v)
+            .await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Updated {
+            version: v,
+            created: found.is_none_or(|(_, _, deleted)| deleted),
+        })
+    }
+
+    async fn delete(
+        &self,
+        resource_type: &str,
+        id: &str,
+        expected: Option<i64>,
+    ) -> Result<Option<Version>> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_error)?;
+        let found = current(&mut tx, resource_type, id).await?;
+        check_expected(
+            expected,
+            found.map(|(_, v, _)| v),
+            &format!("{resource_type}/{id}"),
+        )?;
+        let Some((key, version, false)) = found else {
+            return Ok(None);
+        };
+        let v = Version {
+            resource_type: resource_type.into(),
+            id: id.into(),
+            version: version + 1,
+            last_updated: now(),
+            method: Method::Delete,
+            body: None,
+        };
+        self.write(&mut tx, Some(key), &v).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Some(v))
+    }
+
+    async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Version>> {
+        let row = sqlx::query(
+            "SELECT type, id, version, last_updated, CASE WHEN deleted THEN 'DELETE' ELSE 'PUT' END AS method, body
+             FROM resource WHERE type = ?1 AND id = ?2",
+        )
+        .bind(resource_type)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        row.as_ref().map(version_from_row).transpose()
+    }
+
+    async fn vread(&self, resource_type: &str, id: &str, version: i64) -> Result<Option<Version>> {
+        let row = sqlx::query(
+            "SELECT v.type, v.id, v.version, v.last_updated, v.method, v.body
+             FROM resource r JOIN resource_version v ON v.key = r.key
+             WHERE r.type = ?1 AND r.id = ?2 AND v.version = ?3",
+        )
+        .bind(resource_type)
+        .bind(id)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        row.as_ref().map(version_from_row).transpose()
+    }
+
+    async fn history(&self, q: &HistoryQuery) -> Result<HistoryPage> {
+        let mut sql: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT v.seq, v.type, v.id, v.version, v.last_updated, v.method, v.body FROM resource_version v WHERE 1",
+        );
+        match &q.scope {
+            HistoryScope::System => {}
+            HistoryScope::Type(t) => {
+                sql.push(" AND v.type = ").push_bind(t.clone());
+            }
+            HistoryScope::Instance(t, id) => {
+                sql.push(" AND v.key = (SELECT key FROM resource WHERE type = ")
+                    .push_bind(t.clone())
+                    .push(" AND id = ")
+                    .push_bind(id.clone())
+                    .push(")");
+            }
+        }
+        if let Some(since) = q.since {
+            sql.push(" AND v.last_updated >= ").push_bind(micros(since));
+        }
+        if let Some((start, end)) = q.at {
+            sql.push(" AND v.last_updated < ").push_bind(micros(end));
+            sql.push(
+                " AND NOT EXISTS (SELECT 1 FROM resource_version n
+                   WHERE n.key = v.key AND n.version = v.version + 1 AND n.last_updated <= ",
+            )
+            .push_bind(micros(start))
+            .push(")");
+        }
+        if let Some(c) = q.after {
+            sql.push(" AND (v.last_updated, v.seq) < (")
+                .push_bind(micros(c.last_updated))
+                .push(", ")
+                .push_bind(c.seq)
+                .push(")");
+        }
+        sql.push(" ORDER BY v.last_updated DESC, v.seq DESC LIMIT ")
+            .push_bind(q.count as i64 + 1);
+        let rows = sql.build().fetch_all(&self.pool).await.map_err(db_error)?;
+        let versions = rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    version_from_row(row)?,
+                    row.try_get::<i64, _>("seq").map_err(db_error)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(page(versions, q.count))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+}
