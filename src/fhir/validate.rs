@@ -20,6 +20,10 @@ use super::xhtml;
 
 const SCHEMA: &str = include_str!("../../conformance/fhir.schema.json");
 
+/// The published pattern of `string`, and the rule Hearth checks instead.
+const STRING_PATTERN: &str = "^[ \\r\\n\\t\\S]+$";
+const STRING_RULE: &str = "^[^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F]+$";
+
 /// At most this many issues are reported for one resource.
 const MAX_ISSUES: usize = 20;
 
@@ -76,7 +80,7 @@ impl Validator {
                 let expression = fhirpath_of_pointer(resource_type, &path);
                 let message = match narrative_at(resource, &path) {
                     Some(Err(why)) => why,
-                    _ => e.to_string(),
+                    _ => explain(e.to_string()),
                 };
                 Issue::error(IssueType::Structure, format!("{expression}: {message}"))
                     .at(expression)
@@ -92,6 +96,30 @@ impl Validator {
             ]
         })
     }
+}
+
+/// Says what Hearth's own formats mean, instead of naming them.
+fn explain(message: String) -> String {
+    const FORMATS: [(&str, &str); 3] = [
+        (
+            "is not a \"fhir-date\"",
+            "is not a real calendar date (YYYY, YYYY-MM or YYYY-MM-DD)",
+        ),
+        (
+            "is not a \"fhir-dateTime\"",
+            "is not a real dateTime (a date, or a date and time with seconds and a zone)",
+        ),
+        (
+            "is not a \"fhir-instant\"",
+            "is not a real instant (date, time with seconds, and zone)",
+        ),
+    ];
+    for (from, to) in FORMATS {
+        if message.contains(from) {
+            return message.replace(from, to);
+        }
+    }
+    message
 }
 
 /// If the pointer designates a narrative div, its detailed check (for a better message).
@@ -125,6 +153,9 @@ pub fn fhirpath_of_pointer(resource_type: &str, pointer: &str) -> String {
 ///   Bundle entries) gives one useless error and explodes in memory on a large Bundle: replace
 ///   it with an if/then dispatch on `resourceType`, which needs draft 7;
 /// - `fhirVersion` enums lack `4.0.1`, the version of R4 itself;
+/// - the `string` pattern `[ \r\n\t\S]+` refuses Unicode spaces (a non-breaking space in a
+///   name); R4's rule is "no control characters but tab, CR and LF", which this checks instead
+///   (it also keeps `\u0000`, which PostgreSQL cannot store, out);
 /// - elements of type `canonical` have no `_element` slot for their extensions;
 /// - `integer`, `positiveInt` and `unsignedInt` are 32-bit and must be whole numbers;
 /// - date, dateTime and instant patterns allow impossible dates: check them with formats;
@@ -178,6 +209,9 @@ pub fn prepare_schema(mut schema: Value) -> Value {
                 Some(items) => items,
                 None => property,
             };
+            if slot.get("pattern").and_then(Value::as_str) == Some(STRING_PATTERN) {
+                slot["pattern"] = json!(STRING_RULE);
+            }
             let pattern = slot.get("pattern").and_then(Value::as_str);
             if let Some((_, name)) = inline.iter().find(|(p, _)| Some(p.as_str()) == pattern) {
                 *slot = json!({ "$ref": format!("#/definitions/{name}") });
@@ -185,6 +219,7 @@ pub fn prepare_schema(mut schema: Value) -> Value {
         }
     }
 
+    definitions["string"]["pattern"] = json!(STRING_RULE);
     let int = |min: i64| json!({ "type": "integer", "minimum": min, "maximum": i32::MAX });
     definitions.insert("integer".into(), int(i32::MIN as i64));
     definitions.insert("positiveInt".into(), int(1));
@@ -211,6 +246,13 @@ pub fn prepare_schema(mut schema: Value) -> Value {
         add_canonical_extension_slots(properties);
         if let Some(values) = properties
             .get_mut("fhirVersion")
+            .map(|p| {
+                if p.get("items").is_some() {
+                    &mut p["items"]
+                } else {
+                    p
+                }
+            })
             .and_then(|p| p.get_mut("enum"))
             .and_then(Value::as_array_mut)
         {
@@ -299,6 +341,15 @@ mod tests {
         );
         assert!(i[0].expression[0].starts_with("Patient.contained[0]"));
         assert!(!issues(json!({"resourceType": "Banana"})).is_empty());
+        let i = issues(json!({"resourceType": "Patient", "name": [{"family": "a\u{0}b"}]}));
+        assert_eq!(i[0].expression, vec!["Patient.name[0].family"]);
+        assert!(issues(
+            json!({"resourceType": "Patient", "name": [{"family": "Stover,\u{a0}DVM"}]})
+        )
+        .is_empty());
+        let ig = json!({"resourceType": "ImplementationGuide", "url": "http://x", "name": "X", "status": "draft",
+            "packageId": "x", "fhirVersion": ["4.0.1"]});
+        assert!(issues(ig).is_empty());
     }
 
     #[test]

@@ -1,0 +1,260 @@
+//! Load generator: drives a running Hearth with N concurrent connections and prints
+//! throughput and p50/p95/p99 latency for create, read and update of Patients. With
+//! `--raw-postgres URL` it runs the same work as raw SQL against PostgreSQL instead (the same
+//! insert of a resource row and its version row; one select by key), so Hearth can be stated
+//! as a ratio of what the database alone does. With `--pid` it samples the server's resident
+//! memory.
+//!
+//! ```text
+//! cargo run --release --example loadgen -- --base http://127.0.0.1:8080/fhir --connections 64 --pid $(pgrep hearth)
+//! cargo run --release --example loadgen -- --raw-postgres postgres://postgres@127.0.0.1/bench --connections 64
+//! ```
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::{json, Value};
+
+#[derive(Parser, Clone)]
+struct Args {
+    /// FHIR base URL of the server under test.
+    #[arg(long, default_value = "http://127.0.0.1:8080/fhir")]
+    base: String,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Requests per scenario.
+    #[arg(long, default_value_t = 3000)]
+    requests: usize,
+    /// PID of the server, to report its resident memory.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Run the equivalent raw SQL against this PostgreSQL database (migrated by `hearth migrate`).
+    #[arg(long)]
+    raw_postgres: Option<String>,
+}
+
+fn patient(i: usize) -> Value {
+    json!({"resourceType": "Patient", "active": true,
+        "identifier": [{"system": "http://example.org/mrn", "value": format!("MRN{i:08}")}],
+        "name": [{"family": format!("Family{i}"), "given": ["Given", "Middle"]}],
+        "gender": if i % 2 == 0 { "female" } else { "male" }, "birthDate": "1980-06-15",
+        "address": [{"line": ["1 Main Street"], "city": "Springfield", "postalCode": "12345"}]})
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn report(name: &str, conns: usize, mut latencies: Vec<Duration>, wall: Duration, errors: u64) {
+    latencies.sort();
+    let pct = |p: f64| {
+        latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64()
+            * 1e3
+    };
+    println!(
+        "{name:<14} conns={conns:<3} n={:<6} errors={errors:<4} throughput={:>8.0}/s  p50={:>7.2}ms p95={:>7.2}ms p99={:>7.2}ms",
+        latencies.len(),
+        latencies.len() as f64 / wall.as_secs_f64(),
+        pct(0.50),
+        pct(0.95),
+        pct(0.99)
+    );
+}
+
+/// Runs `work(i)` for i in 0..n over `conns` workers; returns latencies, wall time, errors.
+async fn drive<F, Fut>(conns: usize, n: usize, work: F) -> (Vec<Duration>, Duration, u64)
+where
+    F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let work = Arc::new(work);
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..conns)
+        .map(|w| {
+            let work = work.clone();
+            let errors = errors.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(n / conns + 1);
+                let mut i = w;
+                while i < n {
+                    let t = Instant::now();
+                    if !work(w, i).await {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    lat.push(t.elapsed());
+                    i += conns;
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(n);
+    for t in tasks {
+        all.extend(t.await.expect("a worker"));
+    }
+    (all, started.elapsed(), errors.load(Ordering::Relaxed))
+}
+
+async fn http(args: Args) {
+    let conns = args.connections;
+    let clients: Arc<Vec<reqwest::Client>> = Arc::new(
+        (0..conns)
+            .map(|_| {
+                reqwest::Client::builder()
+                    .pool_max_idle_per_host(1)
+                    .build()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    let base = Arc::new(args.base.clone());
+    let ids = Arc::new(std::sync::Mutex::new(vec![String::new(); args.requests]));
+
+    let (c, b, i2) = (clients.clone(), base.clone(), ids.clone());
+    let (lat, wall, err) = drive(conns, args.requests, move |w, i| {
+        let (c, b, ids) = (c.clone(), b.clone(), i2.clone());
+        async move {
+            let r = c[w]
+                .post(format!("{b}/Patient"))
+                .header("content-type", "application/fhir+json")
+                .header("prefer", "return=minimal")
+                .body(patient(i).to_string())
+                .send()
+                .await;
+            match r {
+                Ok(r) if r.status() == 201 => {
+                    let loc = r.headers()["location"].to_str().unwrap().to_string();
+                    ids.lock().unwrap()[i] = loc.split('/').rev().nth(2).unwrap().to_string();
+                    true
+                }
+                _ => false,
+            }
+        }
+    })
+    .await;
+    report("create", conns, lat, wall, err);
+
+    let ids: Arc<Vec<String>> = Arc::new(ids.lock().unwrap().clone());
+    let (c, b, i2) = (clients.clone(), base.clone(), ids.clone());
+    let (lat, wall, err) = drive(conns, args.requests, move |w, i| {
+        let (c, b, ids) = (c.clone(), b.clone(), i2.clone());
+        async move {
+            let id = &ids[(i * 7919) % ids.len()];
+            matches!(c[w].get(format!("{b}/Patient/{id}")).send().await, Ok(r) if r.status() == 200 && r.bytes().await.is_ok())
+        }
+    })
+    .await;
+    report("read", conns, lat, wall, err);
+
+    let (c, b, i2) = (clients.clone(), base.clone(), ids.clone());
+    let (lat, wall, err) = drive(conns, args.requests, move |w, i| {
+        let (c, b, ids) = (c.clone(), b.clone(), i2.clone());
+        async move {
+            let id = &ids[i];
+            let mut p = patient(i);
+            p["id"] = json!(id);
+            p["active"] = json!(false);
+            let r = c[w]
+                .put(format!("{b}/Patient/{id}"))
+                .header("content-type", "application/fhir+json")
+                .header("prefer", "return=minimal")
+                .body(p.to_string())
+                .send()
+                .await;
+            matches!(r, Ok(r) if r.status() == 200)
+        }
+    })
+    .await;
+    report("update", conns, lat, wall, err);
+}
+
+async fn raw_postgres(args: Args, url: String) {
+    let conns = args.connections;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(conns as u32)
+        .connect(&url)
+        .await
+        .expect("PostgreSQL");
+    let pool = Arc::new(pool);
+    let p = pool.clone();
+    let (lat, wall, err) = drive(conns, args.requests, move |_, i| {
+        let pool = p.clone();
+        async move {
+            let id = uuid::Uuid::new_v4().to_string();
+            let mut body = patient(i);
+            body["id"] = json!(id);
+            body["meta"] = json!({"versionId": "1", "lastUpdated": "2026-01-01T00:00:00.000000Z"});
+            sqlx::query(
+                "WITH r AS (
+                    INSERT INTO resource (type, id, version, last_updated, body) VALUES ($1, $2, 1, now(), $3)
+                    ON CONFLICT (type, id) DO NOTHING RETURNING key, body)
+                 INSERT INTO resource_version (key, type, id, version, last_updated, method, body)
+                 SELECT key, $1, $2, 1, now(), 'POST', body FROM r",
+            )
+            .bind("Patient").bind(&id).bind(sqlx::types::Json(&body))
+            .execute(&*pool).await.is_ok()
+        }
+    })
+    .await;
+    report("raw insert", conns, lat, wall, err);
+    let keys: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM resource WHERE type = 'Patient' LIMIT 100000")
+            .fetch_all(&*pool)
+            .await
+            .unwrap();
+    let keys = Arc::new(keys);
+    let p = pool.clone();
+    let (lat, wall, err) = drive(conns, args.requests, move |_, i| {
+        let (pool, keys) = (p.clone(), keys.clone());
+        async move {
+            let id = &keys[(i * 7919) % keys.len()];
+            sqlx::query_as::<_, (i64, sqlx::types::Json<Value>)>(
+                "SELECT version, body FROM resource WHERE type = $1 AND id = $2",
+            )
+            .bind("Patient")
+            .bind(id)
+            .fetch_one(&*pool)
+            .await
+            .is_ok()
+        }
+    })
+    .await;
+    report("raw select", conns, lat, wall, err);
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let peak = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    if let Some(pid) = args.pid {
+        println!("server RSS before: {} KiB", rss_kib(pid).unwrap_or(0));
+        let (peak, done) = (peak.clone(), done.clone());
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                if let Some(kib) = rss_kib(pid) {
+                    peak.fetch_max(kib, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+    }
+    match args.raw_postgres.clone() {
+        Some(url) => raw_postgres(args.clone(), url).await,
+        None => http(args.clone()).await,
+    }
+    done.store(true, Ordering::Relaxed);
+    if let Some(pid) = args.pid {
+        println!(
+            "server RSS peak: {} KiB, after: {} KiB",
+            peak.load(Ordering::Relaxed),
+            rss_kib(pid).unwrap_or(0)
+        );
+    }
+}
