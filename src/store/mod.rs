@@ -294,14 +294,12 @@ fn db_error(e: sqlx::Error) -> Error {
         }
         E::Database(db) => {
             let code = db.code().unwrap_or_default().to_string();
-            // PostgreSQL classes 08 (connection), 57 (operator intervention), 53 (resources);
-            // SQLite 5/6 (busy, locked).
-            if code.starts_with("08")
-                || code.starts_with("57")
-                || code.starts_with("53")
-                || code == "5"
-                || code == "6"
-            {
+            // PostgreSQL classes 08 (connection), 57 (operator intervention), 53 (resources),
+            // 28 (authorisation), 3D000 (no such database), 55000 (database not accepting
+            // connections); SQLite 5/6 (busy, locked).
+            let unavailable = ["08", "57", "53", "28"].iter().any(|c| code.starts_with(c))
+                || ["3D000", "55000", "5", "6"].contains(&code.as_str());
+            if unavailable {
                 tracing::warn!(code, "database unavailable");
                 Error::unavailable("the database is unavailable or busy; try again shortly")
             } else if code == "40001" || code == "40P01" {
