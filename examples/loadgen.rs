@@ -146,7 +146,10 @@ async fn http(args: Args) {
         let (c, b, ids) = (c.clone(), b.clone(), i2.clone());
         async move {
             let id = &ids[(i * 7919) % ids.len()];
-            matches!(c[w].get(format!("{b}/Patient/{id}")).send().await, Ok(r) if r.status() == 200 && r.bytes().await.is_ok())
+            match c[w].get(format!("{b}/Patient/{id}")).send().await {
+                Ok(r) if r.status() == 200 => r.bytes().await.is_ok(),
+                _ => false,
+            }
         }
     })
     .await;
