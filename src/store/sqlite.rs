@@ -25,6 +25,9 @@ use crate::fhir::{id::new_id, meta::stamp};
 #[derive(Clone)]
 pub struct SqliteStore {
     pub(super) pool: SqlitePool,
+    /// SQLite has one writer at a time, and its busy handler polls unfairly: a writer can
+    /// starve past any timeout under load. Writers queue here instead, first come first served.
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 fn micros(t: DateTime<Utc>) -> i64 {
@@ -54,10 +57,14 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(db_error)?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            writer: Default::default(),
+        })
     }
 
     pub async fn migrate(&self) -> Result<Vec<&'static str>> {
+        let _writing = self.writer.lock().await;
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
@@ -203,6 +210,7 @@ impl ResourceStore for SqliteStore {
             method: Method::Post,
             body: Some(body),
         };
+        let _writing = self.writer.lock().await;
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
@@ -220,6 +228,7 @@ impl ResourceStore for SqliteStore {
         mut body: Value,
         expected: Option<i64>,
     ) -> Result<Updated> {
+        let _writing = self.writer.lock().await;
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
@@ -257,6 +266,7 @@ impl ResourceStore for SqliteStore {
         id: &str,
         expected: Option<i64>,
     ) -> Result<Option<Version>> {
+        let _writing = self.writer.lock().await;
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
