@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod fhir;
 pub mod http;
+pub mod search;
 pub mod store;
 
 use std::future::Future;
@@ -16,7 +17,7 @@ use tokio::net::TcpListener;
 
 pub use config::Config;
 pub use error::{Error, Result};
-use store::Store;
+use store::{ResourceStore, Store};
 
 /// A server bound to its port, ready to serve.
 pub struct Hearth {
@@ -39,13 +40,7 @@ impl Hearth {
                 ))
             })?;
         }
-        let store = Store::connect(&database_url, config.db_pool_size).await?;
-        if !config.no_migrate {
-            let applied = store.migrate().await?;
-            if !applied.is_empty() {
-                tracing::info!(?applied, "migrations applied");
-            }
-        }
+        // Bind first: the base URL (with the real port) is part of what the store indexes.
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| Error::internal(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -53,6 +48,23 @@ impl Hearth {
             .local_addr()
             .map_err(|e| Error::internal(format!("no local address: {e}")))?;
         let base_url = config.base_url(bound);
+        let registry = search::registry::Registry::r4();
+        let indexer = std::sync::Arc::new(store::Indexer {
+            registry,
+            base_url: base_url.clone(),
+        });
+        let store = Store::connect(&database_url, config.db_pool_size, indexer).await?;
+        if !config.no_migrate {
+            let applied = store.migrate().await?;
+            if !applied.is_empty() {
+                tracing::info!(?applied, "migrations applied");
+            }
+            if applied.contains(&"search_index") {
+                // Resources stored before search existed get their index rows now.
+                let n = store.reindex().await?;
+                tracing::info!(resources = n, "search index built");
+            }
+        }
         let started = fhir::datetime::format_instant(chrono::Utc::now());
         let state = http::AppState::new(http::Shared {
             store: store.clone(),

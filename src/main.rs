@@ -18,6 +18,8 @@ enum Command {
     Serve(Config),
     /// Apply pending database migrations and exit.
     Migrate(Config),
+    /// Rebuild the search index of every current resource and exit.
+    Reindex(Config),
 }
 
 fn init_logs(format: LogFormat) {
@@ -60,7 +62,11 @@ async fn main() -> std::process::ExitCode {
         }
         Command::Migrate(config) => {
             init_logs(config.log_format);
-            migrate(config).await
+            migrate(config, false).await
+        }
+        Command::Reindex(config) => {
+            init_logs(config.log_format);
+            migrate(config, true).await
         }
     };
     match result {
@@ -92,10 +98,20 @@ async fn serve(config: Config) -> hearth::Result<()> {
         .map_err(|e| hearth::Error::internal(format!("server error: {e}")))
 }
 
-async fn migrate(config: Config) -> hearth::Result<()> {
-    let store = hearth::store::Store::connect(&config.database_url(), 1).await?;
+/// Applies migrations; rebuilds the search index when asked or when the index tables are new.
+async fn migrate(config: Config, reindex: bool) -> hearth::Result<()> {
+    use hearth::store::ResourceStore;
+    let indexer = std::sync::Arc::new(hearth::store::Indexer {
+        registry: hearth::search::registry::Registry::r4(),
+        base_url: config.base_url(config.listen),
+    });
+    let store = hearth::store::Store::connect(&config.database_url(), 1, indexer).await?;
     let applied = store.migrate().await?;
     tracing::info!(?applied, "migrations up to date");
+    if reindex || applied.contains(&"search_index") {
+        let n = store.reindex().await?;
+        tracing::info!(resources = n, "search index rebuilt");
+    }
     store.close().await;
     Ok(())
 }

@@ -6,6 +6,7 @@ pub mod id;
 pub mod meta;
 pub mod outcome;
 pub mod resource_type;
+pub mod summary;
 pub mod validate;
 pub mod xhtml;
 pub mod xml;

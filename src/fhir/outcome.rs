@@ -42,6 +42,8 @@ pub enum IssueType {
     Transient,
     Exception,
     Informational,
+    TooCostly,
+    MultipleMatches,
 }
 
 impl IssueType {
@@ -63,6 +65,8 @@ impl IssueType {
             IssueType::Transient => "transient",
             IssueType::Exception => "exception",
             IssueType::Informational => "informational",
+            IssueType::TooCostly => "too-costly",
+            IssueType::MultipleMatches => "multiple-matches",
         }
     }
 }

@@ -71,6 +71,25 @@ impl Validator {
             )
             .at("resourceType")]);
         }
+        // JSON FHIR has no empty arrays or objects (R4 json.html); the schema does not say so.
+        let mut empty = Vec::new();
+        empty_containers(resource, &mut String::new(), &mut empty);
+        if !empty.is_empty() {
+            return Err(empty
+                .into_iter()
+                .take(MAX_ISSUES)
+                .map(|pointer| {
+                    let expression = fhirpath_of_pointer(resource_type, &pointer);
+                    Issue::error(
+                        IssueType::Structure,
+                        format!(
+                            "{expression}: empty arrays and objects are not allowed in FHIR JSON"
+                        ),
+                    )
+                    .at(expression)
+                })
+                .collect());
+        }
         let issues: Vec<Issue> = self
             .schema
             .iter_errors(resource)
@@ -95,6 +114,31 @@ impl Validator {
                     .at(resource_type),
             ]
         })
+    }
+}
+
+/// The JSON pointers of every empty array or object in `value`.
+fn empty_containers(value: &Value, pointer: &mut String, out: &mut Vec<String>) {
+    let len = pointer.len();
+    match value {
+        Value::Array(items) if items.is_empty() => out.push(pointer.clone()),
+        Value::Object(map) if map.is_empty() => out.push(pointer.clone()),
+        Value::Array(items) => {
+            for (n, item) in items.iter().enumerate() {
+                pointer.push_str(&format!("/{n}"));
+                empty_containers(item, pointer, out);
+                pointer.truncate(len);
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map {
+                pointer.push('/');
+                pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                empty_containers(item, pointer, out);
+                pointer.truncate(len);
+            }
+        }
+        _ => {}
     }
 }
 

@@ -9,9 +9,10 @@ use super::reply::Reply;
 use super::request::FhirRequest;
 use super::AppState;
 use crate::fhir::resource_type::RESOURCE_TYPES;
+use crate::search::registry::{ParamType, Registry};
 
 /// The interactions every resource type supports in this build.
-const TYPE_INTERACTIONS: [&str; 7] = [
+const TYPE_INTERACTIONS: [&str; 8] = [
     "read",
     "vread",
     "update",
@@ -19,14 +20,38 @@ const TYPE_INTERACTIONS: [&str; 7] = [
     "history-instance",
     "history-type",
     "create",
+    "search-type",
 ];
+
+/// The search parameters of a type that Hearth indexes, as CapabilityStatement lists them.
+fn search_params(resource_type: &str) -> (Vec<Value>, Vec<String>) {
+    let registry = Registry::r4();
+    let mut params = Vec::new();
+    let mut includes = Vec::new();
+    for p in registry.params(resource_type).filter(|p| p.is_indexed()) {
+        let mut param = json!({
+            "name": p.code,
+            "definition": p.url,
+            "type": p.kind.code(),
+        });
+        if !p.description.is_empty() {
+            param["documentation"] = json!(p.description);
+        }
+        params.push(param);
+        if p.kind == ParamType::Reference {
+            includes.push(format!("{resource_type}:{}", p.code));
+        }
+    }
+    (params, includes)
+}
 
 /// Builds the statement once, at start.
 pub fn statement(base_url: &str, started: &str) -> Value {
     let resources: Vec<Value> = RESOURCE_TYPES
         .iter()
         .map(|t| {
-            json!({
+            let (params, includes) = search_params(t);
+            let mut resource = json!({
                 "type": t,
                 "profile": format!("http://hl7.org/fhir/StructureDefinition/{t}"),
                 "interaction": TYPE_INTERACTIONS.iter().map(|i| json!({"code": i})).collect::<Vec<_>>(),
@@ -37,7 +62,14 @@ pub fn statement(base_url: &str, started: &str) -> Value {
                 "conditionalRead": "full-support",
                 "conditionalUpdate": false,
                 "conditionalDelete": "not-supported",
-            })
+            });
+            if !includes.is_empty() {
+                resource["searchInclude"] = json!(includes);
+            }
+            if !params.is_empty() {
+                resource["searchParam"] = json!(params);
+            }
+            resource
         })
         .collect();
     json!({

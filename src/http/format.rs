@@ -163,6 +163,21 @@ fn body_format(headers: &HeaderMap, bytes: &[u8]) -> Result<Format> {
 
 /// Reads a request body of at most `limit` bytes and parses it as one resource.
 pub async fn read_resource(headers: &HeaderMap, body: Body, limit: usize) -> Result<Value> {
+    let bytes = read_bytes(headers, body, limit).await?;
+    if bytes.is_empty() {
+        return Err(Error::bad_request(
+            "the request has no body; a resource is required",
+        ));
+    }
+    parse_resource(headers, &bytes)
+}
+
+/// Reads a request body of at most `limit` bytes (413 beyond).
+pub async fn read_bytes(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<axum::body::Bytes> {
     let too_large = || {
         Error::new(
             ErrorKind::PayloadTooLarge,
@@ -187,16 +202,15 @@ pub async fn read_resource(headers: &HeaderMap, body: Body, limit: usize) -> Res
         }
         Error::bad_request(format!("the request body could not be read: {e}"))
     })?;
-    if bytes.is_empty() {
-        return Err(Error::bad_request(
-            "the request has no body; a resource is required",
-        ));
-    }
-    let resource = match body_format(headers, &bytes)? {
-        Format::Json => serde_json::from_slice::<Value>(&bytes)
+    Ok(bytes)
+}
+
+fn parse_resource(headers: &HeaderMap, bytes: &[u8]) -> Result<Value> {
+    let resource = match body_format(headers, bytes)? {
+        Format::Json => serde_json::from_slice::<Value>(bytes)
             .map_err(|e| Error::bad_request(format!("the body is not valid JSON: {e}")))?,
         Format::Xml => {
-            let text = std::str::from_utf8(&bytes)
+            let text = std::str::from_utf8(bytes)
                 .map_err(|e| Error::bad_request(format!("the body is not valid UTF-8: {e}")))?;
             xml::from_xml(text)?
         }

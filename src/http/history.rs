@@ -126,7 +126,12 @@ fn parse_cursor(text: &str) -> Option<Cursor> {
     })
 }
 
-fn link(base: &str, path: &str, params: &[(String, String)], req: &FhirRequest) -> String {
+pub(super) fn link(
+    base: &str,
+    path: &str,
+    params: &[(String, String)],
+    req: &FhirRequest,
+) -> String {
     let mut query = form_urlencoded::Serializer::new(String::new());
     for (k, v) in params {
         query.append_pair(k, v);

@@ -9,6 +9,7 @@ pub mod ops;
 pub mod reply;
 pub mod request;
 pub mod rest;
+pub mod search;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -59,13 +60,15 @@ pub fn router(state: AppState) -> Router {
     let fhir = Router::new()
         .route("/metadata", g(capability::metadata))
         .route("/_history", g(history::system))
-        .route("/{type}", post(rest::create).get(rest::search))
+        .route("/{type}", post(rest::create).get(search::type_get))
+        .route("/{type}/_search", post(search::type_post))
         .route("/{type}/_history", g(history::type_level))
         .route(
             "/{type}/{id}",
             g(rest::read).put(rest::update).delete(rest::delete),
         )
         .route("/{type}/{id}/_history", g(history::instance))
+        .route("/{type}/{id}/{compartment_type}", g(search::compartment))
         .route("/{type}/{id}/_history/{vid}", g(rest::vread))
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()

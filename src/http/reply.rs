@@ -145,7 +145,14 @@ pub fn error_response(error: &Error, format: Negotiated, pretty: bool) -> Respon
         Ok(b) => (b, format),
         Err(_) => (serde_json::to_vec(&outcome).unwrap_or_default(), FHIR_JSON),
     };
-    response(status, Vec::new(), Some((bytes, format.content_type)))
+    // A body refused for its size was not read to the end: the connection cannot carry
+    // another request, so say it will close (RFC 9112 §9.6) instead of dropping it unannounced.
+    let headers = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        vec![(header::CONNECTION, "close".to_string())]
+    } else {
+        Vec::new()
+    };
+    response(status, headers, Some((bytes, format.content_type)))
 }
 
 impl FhirRequest {

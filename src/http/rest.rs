@@ -226,13 +226,3 @@ pub async fn delete(
     .await;
     req.respond(result)
 }
-
-/// `GET [base]/[type]`: search arrives with its own issue; until then say so plainly.
-pub async fn search(req: FhirRequest, Path(resource_type): Path<String>) -> Response {
-    let result = check_type(&resource_type).and_then(|_| {
-        Err(Error::not_implemented(format!(
-            "search on {resource_type} is not supported yet (see the README)"
-        )))
-    });
-    req.respond(result)
-}

@@ -39,5 +39,11 @@ macro_rules! migration {
     };
 }
 
-pub const POSTGRES: &[Migration] = &[migration!("postgres", 0001, "resources")];
-pub const SQLITE: &[Migration] = &[migration!("sqlite", 0001, "resources")];
+pub const POSTGRES: &[Migration] = &[
+    migration!("postgres", 0001, "resources"),
+    migration!("postgres", 0002, "search_index"),
+];
+pub const SQLITE: &[Migration] = &[
+    migration!("sqlite", 0001, "resources"),
+    migration!("sqlite", 0002, "search_index"),
+];

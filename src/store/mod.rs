@@ -5,16 +5,60 @@
 //! its index rows) commit together or not at all. Updates lock the resource row and check the
 //! expected version, so concurrent updates queue up instead of overwriting each other.
 
+pub mod index_write;
 pub mod migrate;
 pub mod postgres;
+pub mod search_sql;
 pub mod sqlite;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::search::index::{extract, IndexRow};
+use crate::search::query::{Include, Search};
+use crate::search::registry::{ParamType, Registry};
+use search_sql::{Bind, Dialect, PageCursor, Sql};
+
+/// What the store needs to index a resource: the search parameters, and the base URL that
+/// makes absolute references to this server local.
+pub struct Indexer {
+    pub registry: &'static Registry,
+    pub base_url: String,
+}
+
+impl Indexer {
+    pub fn rows(&self, resource: &Value) -> Vec<IndexRow> {
+        extract(self.registry, resource, &self.base_url)
+    }
+}
+
+/// A resource found by a search, with its surrogate key and its sort values.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub key: i64,
+    pub version: Version,
+    pub sort: Vec<Option<Bind>>,
+}
+
+/// One page of search results.
+#[derive(Debug, Clone)]
+pub struct SearchPage {
+    pub matches: Vec<Version>,
+    /// `_include` / `_revinclude` results, each resource once.
+    pub included: Vec<Version>,
+    /// The cursor of the next page, if there is one.
+    pub next: Option<String>,
+    pub total: Option<i64>,
+}
+
+/// How many resources one include step may add, to bound a page's size.
+const MAX_INCLUDED: usize = 1000;
+/// How many rounds `:iterate` includes may take.
+const MAX_ITERATIONS: usize = 4;
 
 /// The interaction that produced a version, as history reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +190,16 @@ pub trait ResourceStore {
     fn history(&self, query: &HistoryQuery) -> impl Future<Output = Result<HistoryPage>> + Send;
     /// Whether the database answers.
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
+    /// Runs a search query built by [`search_sql`]; `sort` gives the types of its sort columns.
+    fn fetch(
+        &self,
+        sql: Sql,
+        sort: &[ParamType],
+    ) -> impl Future<Output = Result<Vec<Found>>> + Send;
+    /// Runs a `count(*)` query built by [`search_sql`].
+    fn count(&self, sql: Sql) -> impl Future<Output = Result<i64>> + Send;
+    /// Recomputes the index rows of every current resource (after a registry change).
+    fn reindex(&self) -> impl Future<Output = Result<u64>> + Send;
 }
 
 /// The configured store: PostgreSQL or SQLite.
@@ -166,14 +220,18 @@ macro_rules! dispatch {
 
 impl Store {
     /// Connects to `database_url` (`postgres://...` or `sqlite:...`).
-    pub async fn connect(database_url: &str, pool_size: u32) -> Result<Store> {
+    pub async fn connect(
+        database_url: &str,
+        pool_size: u32,
+        indexer: Arc<Indexer>,
+    ) -> Result<Store> {
         if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
             Ok(Store::Postgres(
-                postgres::PgStore::connect(database_url, pool_size).await?,
+                postgres::PgStore::connect(database_url, pool_size, indexer).await?,
             ))
         } else if database_url.starts_with("sqlite:") {
             Ok(Store::Sqlite(
-                sqlite::SqliteStore::connect(database_url, pool_size).await?,
+                sqlite::SqliteStore::connect(database_url, pool_size, indexer).await?,
             ))
         } else {
             Err(Error::bad_request(
@@ -188,6 +246,129 @@ impl Store {
             Store::Postgres(s) => s.migrate().await,
             Store::Sqlite(s) => s.migrate().await,
         }
+    }
+
+    fn dialect(&self) -> Dialect {
+        match self {
+            Store::Postgres(_) => Dialect::Postgres,
+            Store::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+
+    /// One page of a search, with its includes and, if asked, the total.
+    /// <https://hl7.org/fhir/R4/search.html>
+    pub async fn search(&self, search: &Search, count_only: bool) -> Result<SearchPage> {
+        let dialect = self.dialect();
+        let after = match &search.cursor {
+            Some(token) => Some(PageCursor::decode(token).ok_or_else(|| {
+                Error::bad_request("the _cursor parameter is not one this server wrote")
+            })?),
+            None => None,
+        };
+        let want_total = count_only || search.total == crate::search::query::Total::Accurate;
+        if count_only {
+            let total = self.count(search_sql::count_query(dialect, search)).await?;
+            return Ok(SearchPage {
+                matches: Vec::new(),
+                included: Vec::new(),
+                next: None,
+                total: Some(total),
+            });
+        }
+        let kinds: Vec<ParamType> = search.sort.iter().map(|s| s.kind).collect();
+        let sql = search_sql::page_query(dialect, search, after.as_ref(), search.count + 1);
+        let mut found = self.fetch(sql, &kinds).await?;
+        let next = if found.len() > search.count {
+            found.truncate(search.count);
+            found.last().map(|f| {
+                PageCursor {
+                    values: f.sort.clone(),
+                    key: f.key,
+                }
+                .encode()
+            })
+        } else {
+            None
+        };
+        let total = if want_total {
+            if after.is_none() && next.is_none() {
+                Some(found.len() as i64)
+            } else {
+                Some(self.count(search_sql::count_query(dialect, search)).await?)
+            }
+        } else if after.is_none() && next.is_none() {
+            // The whole result is on this page: the total costs nothing.
+            Some(found.len() as i64)
+        } else {
+            None
+        };
+        let included = self
+            .includes(&found, &search.includes, &search.revincludes)
+            .await?;
+        Ok(SearchPage {
+            matches: found.into_iter().map(|f| f.version).collect(),
+            included,
+            next,
+            total,
+        })
+    }
+
+    /// `_include` and `_revinclude`, iterated where asked, each resource at most once and
+    /// never one that is already a match.
+    async fn includes(
+        &self,
+        matches: &[Found],
+        includes: &[Include],
+        revincludes: &[Include],
+    ) -> Result<Vec<Version>> {
+        let dialect = self.dialect();
+        let mut seen: std::collections::HashSet<i64> = matches.iter().map(|f| f.key).collect();
+        let mut included: Vec<Found> = Vec::new();
+        let mut frontier: Vec<Found> = matches.to_vec();
+        for round in 0..MAX_ITERATIONS {
+            let mut added = Vec::new();
+            let keys: Vec<i64> = frontier.iter().map(|f| f.key).collect();
+            let targets: Vec<(String, String)> = frontier
+                .iter()
+                .map(|f| (f.version.resource_type.clone(), f.version.id.clone()))
+                .collect();
+            if keys.is_empty() {
+                break;
+            }
+            for inc in includes.iter().filter(|i| round == 0 || i.iterate) {
+                let source = (inc.source_type != "*").then_some(inc.source_type.as_str());
+                let sql = search_sql::include_query(
+                    dialect,
+                    source,
+                    inc.param.as_deref(),
+                    inc.target_type.as_deref(),
+                    &keys,
+                );
+                added.extend(self.fetch(sql, &[]).await?);
+            }
+            for inc in revincludes.iter().filter(|i| round == 0 || i.iterate) {
+                let source = (inc.source_type != "*").then_some(inc.source_type.as_str());
+                let wanted: Vec<(String, String)> = match &inc.target_type {
+                    Some(t) => targets.iter().filter(|(tt, _)| tt == t).cloned().collect(),
+                    None => targets.clone(),
+                };
+                let sql =
+                    search_sql::revinclude_query(dialect, source, inc.param.as_deref(), &wanted);
+                added.extend(self.fetch(sql, &[]).await?);
+            }
+            frontier = added.into_iter().filter(|f| seen.insert(f.key)).collect();
+            included.extend(frontier.iter().cloned());
+            if included.len() > MAX_INCLUDED {
+                return Err(Error::new(
+                    crate::error::ErrorKind::Unprocessable,
+                    crate::fhir::outcome::IssueType::TooCostly,
+                    format!(
+                        "the includes add more than {MAX_INCLUDED} resources; use a smaller _count"
+                    ),
+                ));
+            }
+        }
+        Ok(included.into_iter().map(|f| f.version).collect())
     }
 
     /// Which backend this is, for logs and metrics.
@@ -240,6 +421,15 @@ impl ResourceStore for Store {
     async fn ping(&self) -> Result<()> {
         dispatch!(self, s => s.ping())
     }
+    async fn fetch(&self, sql: Sql, sort: &[ParamType]) -> Result<Vec<Found>> {
+        dispatch!(self, s => s.fetch(sql, sort))
+    }
+    async fn count(&self, sql: Sql) -> Result<i64> {
+        dispatch!(self, s => s.count(sql))
+    }
+    async fn reindex(&self) -> Result<u64> {
+        dispatch!(self, s => s.reindex())
+    }
 }
 
 /// The time a write is stamped with: now, at the microsecond precision both databases keep.
@@ -259,6 +449,37 @@ fn check_expected(expected: Option<i64>, found: Option<i64>, what: &str) -> Resu
             "{what} does not exist, so it cannot be at the version {e} that If-Match requires"
         ))),
     }
+}
+
+/// Decodes the sort columns `s0`, `s1`... of a search row by their parameter types.
+fn sort_values<R: sqlx::Row>(row: &R, sort: &[ParamType]) -> Result<Vec<Option<Bind>>>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<f64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    sort.iter()
+        .enumerate()
+        .map(|(n, kind)| {
+            let col = format!("s{n}");
+            Ok(match kind {
+                ParamType::Date => row
+                    .try_get::<Option<i64>, _>(col.as_str())
+                    .map_err(db_error)?
+                    .map(Bind::Int),
+                ParamType::Number | ParamType::Quantity => row
+                    .try_get::<Option<f64>, _>(col.as_str())
+                    .map_err(db_error)?
+                    .map(Bind::Float),
+                _ => row
+                    .try_get::<Option<String>, _>(col.as_str())
+                    .map_err(db_error)?
+                    .map(Bind::Text),
+            })
+        })
+        .collect()
 }
 
 /// Turns the history rows fetched (up to `count + 1`) into a page.

@@ -5,25 +5,67 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::query::Query;
 use sqlx::types::Json;
 use sqlx::{Postgres, QueryBuilder, Row};
 
+use super::index_write;
 use super::migrate::{Migration, POSTGRES};
+use super::search_sql::{Bind, Dialect, Sql};
 use super::{
-    check_expected, db_error, now, page, HistoryPage, HistoryQuery, HistoryScope, Method,
-    ResourceStore, Updated, Version,
+    check_expected, db_error, now, page, sort_values, Found, HistoryPage, HistoryQuery,
+    HistoryScope, Indexer, Method, ResourceStore, Updated, Version,
 };
 use crate::error::{Error, Result};
 use crate::fhir::{id::new_id, meta::stamp};
+use crate::search::registry::ParamType;
+use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct PgStore {
     pub(super) pool: PgPool,
+    indexer: Arc<Indexer>,
+}
+
+/// A compiled search statement with its binds.
+fn query(sql: &Sql) -> Query<'_, Postgres, PgArguments> {
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.text.clone()));
+    for b in &sql.binds {
+        q = match b {
+            Bind::Text(s) => q.bind(s.clone()),
+            Bind::Int(i) => q.bind(*i),
+            Bind::Float(f) => q.bind(*f),
+        };
+    }
+    q
+}
+
+/// Replaces the index rows of resource `key` with those of `body` (none once deleted).
+async fn write_index(
+    tx: &mut sqlx::PgConnection,
+    indexer: &Indexer,
+    key: i64,
+    resource_type: &str,
+    body: Option<&Value>,
+    fresh: bool,
+) -> Result<()> {
+    if !fresh {
+        for sql in index_write::deletes(Dialect::Postgres, key) {
+            query(&sql).execute(&mut *tx).await.map_err(db_error)?;
+        }
+    }
+    if let Some(body) = body {
+        let rows = indexer.rows(body);
+        for sql in index_write::inserts(Dialect::Postgres, key, resource_type, &rows) {
+            query(&sql).execute(&mut *tx).await.map_err(db_error)?;
+        }
+    }
+    Ok(())
 }
 
 impl PgStore {
-    pub async fn connect(url: &str, pool_size: u32) -> Result<PgStore> {
+    pub async fn connect(url: &str, pool_size: u32, indexer: Arc<Indexer>) -> Result<PgStore> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| Error::bad_request(format!("invalid PostgreSQL URL: {e}")))?
             .application_name("hearth");
@@ -34,7 +76,7 @@ impl PgStore {
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with(options);
-        Ok(PgStore { pool })
+        Ok(PgStore { pool, indexer })
     }
 
     pub async fn migrate(&self) -> Result<Vec<&'static str>> {
@@ -157,7 +199,7 @@ async fn write_version(
     Ok(())
 }
 
-/// Inserts version 1 of a resource; `false` if the (type, id) is taken.
+/// Inserts version 1 of a resource: its key, or `None` if the (type, id) is taken.
 async fn insert_new(
     conn: impl sqlx::PgExecutor<'_>,
     resource_type: &str,
@@ -165,23 +207,22 @@ async fn insert_new(
     last_updated: DateTime<Utc>,
     method: Method,
     body: &Value,
-) -> Result<bool> {
-    let inserted = sqlx::query(
+) -> Result<Option<i64>> {
+    sqlx::query_scalar(
         "WITH r AS (
             INSERT INTO resource (type, id, version, last_updated, body) VALUES ($1, $2, 1, $3, $4)
             ON CONFLICT (type, id) DO NOTHING RETURNING key, body)
          INSERT INTO resource_version (key, type, id, version, last_updated, method, body)
-         SELECT key, $1, $2, 1, $3, $5, body FROM r",
+         SELECT key, $1, $2, 1, $3, $5, body FROM r RETURNING key",
     )
     .bind(resource_type)
     .bind(id)
     .bind(last_updated)
     .bind(Json(body))
     .bind(method.as_str())
-    .execute(conn)
+    .fetch_optional(conn)
     .await
-    .map_err(db_error)?;
-    Ok(inserted.rows_affected() == 1)
+    .map_err(db_error)
 }
 
 impl ResourceStore for PgStore {
@@ -189,8 +230,9 @@ impl ResourceStore for PgStore {
         let id = new_id();
         let last_updated = now();
         stamp(&mut body, &id, 1, last_updated);
-        if !insert_new(
-            &self.pool,
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let Some(key) = insert_new(
+            &mut *tx,
             resource_type,
             &id,
             last_updated,
@@ -198,9 +240,19 @@ impl ResourceStore for PgStore {
             &body,
         )
         .await?
-        {
+        else {
             return Err(Error::internal("a freshly generated id was already taken"));
-        }
+        };
+        write_index(
+            &mut tx,
+            &self.indexer,
+            key,
+            resource_type,
+            Some(&body),
+            true,
+        )
+        .await?;
+        tx.commit().await.map_err(db_error)?;
         Ok(Version {
             resource_type: resource_type.into(),
             id,
@@ -227,7 +279,7 @@ impl ResourceStore for PgStore {
             let (version, created) = match current {
                 None => {
                     stamp(&mut body, id, 1, last_updated);
-                    if !insert_new(
+                    let Some(key) = insert_new(
                         &mut *tx,
                         resource_type,
                         id,
@@ -236,16 +288,34 @@ impl ResourceStore for PgStore {
                         &body,
                     )
                     .await?
-                    {
+                    else {
                         // Another request created it first: start again, now as an update.
                         continue;
-                    }
+                    };
+                    write_index(
+                        &mut tx,
+                        &self.indexer,
+                        key,
+                        resource_type,
+                        Some(&body),
+                        true,
+                    )
+                    .await?;
                     (1, true)
                 }
                 Some((key, v, deleted)) => {
                     stamp(&mut body, id, v + 1, last_updated);
                     write_version(&mut tx, key, v + 1, last_updated, Method::Put, Some(&body))
                         .await?;
+                    write_index(
+                        &mut tx,
+                        &self.indexer,
+                        key,
+                        resource_type,
+                        Some(&body),
+                        false,
+                    )
+                    .await?;
                     (v + 1, deleted)
                 }
             };
@@ -282,6 +352,7 @@ impl ResourceStore for PgStore {
         };
         let last_updated = now();
         write_version(&mut tx, key, v + 1, last_updated, Method::Delete, None).await?;
+        write_index(&mut tx, &self.indexer, key, resource_type, None, false).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(Some(Version {
             resource_type: resource_type.into(),
@@ -378,5 +449,60 @@ impl ResourceStore for PgStore {
             .await
             .map_err(db_error)?;
         Ok(())
+    }
+
+    async fn fetch(&self, sql: Sql, sort: &[ParamType]) -> Result<Vec<Found>> {
+        let rows = query(&sql).fetch_all(&self.pool).await.map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Found {
+                    key: row.try_get("key").map_err(db_error)?,
+                    version: version_from_row(row)?,
+                    sort: sort_values(row, sort)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn count(&self, sql: Sql) -> Result<i64> {
+        query(&sql)
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(db_error)
+    }
+
+    async fn reindex(&self) -> Result<u64> {
+        let mut done = 0;
+        let mut after = 0i64;
+        loop {
+            // Locked, so that a concurrent update cannot be indexed from a stale body.
+            let mut tx = self.pool.begin().await.map_err(db_error)?;
+            let batch: Vec<(i64, String, Json<Value>)> = sqlx::query_as(
+                "SELECT key, type, body FROM resource WHERE key > $1 AND NOT deleted
+                 ORDER BY key LIMIT 500 FOR UPDATE",
+            )
+            .bind(after)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            let Some(last) = batch.last() else {
+                return Ok(done);
+            };
+            after = last.0;
+            for (key, resource_type, body) in &batch {
+                write_index(
+                    &mut tx,
+                    &self.indexer,
+                    *key,
+                    resource_type,
+                    Some(&body.0),
+                    false,
+                )
+                .await?;
+            }
+            tx.commit().await.map_err(db_error)?;
+            done += batch.len() as u64;
+        }
     }
 }

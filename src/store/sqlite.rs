@@ -7,20 +7,26 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use sqlx::query::Query;
+use sqlx::sqlite::SqliteArguments;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
+use super::index_write;
 use super::migrate::SQLITE;
 use super::postgres::pending;
+use super::search_sql::{Bind, Dialect, Sql};
 use super::{
-    check_expected, db_error, now, page, HistoryPage, HistoryQuery, HistoryScope, Method,
-    ResourceStore, Updated, Version,
+    check_expected, db_error, now, page, sort_values, Found, HistoryPage, HistoryQuery,
+    HistoryScope, Indexer, Method, ResourceStore, Updated, Version,
 };
 use crate::error::{Error, Result};
 use crate::fhir::{id::new_id, meta::stamp};
+use crate::search::registry::ParamType;
+use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -28,6 +34,20 @@ pub struct SqliteStore {
     /// SQLite has one writer at a time, and its busy handler polls unfairly: a writer can
     /// starve past any timeout under load. Writers queue here instead, first come first served.
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    indexer: Arc<Indexer>,
+}
+
+/// A compiled search statement with its binds.
+fn query(sql: &Sql) -> Query<'_, Sqlite, SqliteArguments> {
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.text.clone()));
+    for b in &sql.binds {
+        q = match b {
+            Bind::Text(s) => q.bind(s.clone()),
+            Bind::Int(i) => q.bind(*i),
+            Bind::Float(f) => q.bind(*f),
+        };
+    }
+    q
 }
 
 fn micros(t: DateTime<Utc>) -> i64 {
@@ -43,7 +63,7 @@ fn to_text(body: &Value) -> Result<String> {
 }
 
 impl SqliteStore {
-    pub async fn connect(url: &str, pool_size: u32) -> Result<SqliteStore> {
+    pub async fn connect(url: &str, pool_size: u32, indexer: Arc<Indexer>) -> Result<SqliteStore> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| Error::bad_request(format!("invalid SQLite URL: {e}")))?
             .create_if_missing(true)
@@ -60,6 +80,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             writer: Default::default(),
+            indexer,
         })
     }
 
@@ -168,6 +189,7 @@ impl SqliteStore {
         v: &Version,
     ) -> Result<()> {
         let body = v.body.as_ref().map(to_text).transpose()?;
+        let fresh = key.is_none();
         let key = match key {
             Some(key) => {
                 sqlx::query("UPDATE resource SET version = ?2, last_updated = ?3, deleted = ?4, body = ?5 WHERE key = ?1")
@@ -193,7 +215,32 @@ impl SqliteStore {
             .await
             .map_err(db_error)?,
         };
-        insert_version(conn, key, v, body.as_deref()).await
+        insert_version(conn, key, v, body.as_deref()).await?;
+        self.write_index(conn, key, &v.resource_type, v.body.as_ref(), fresh)
+            .await
+    }
+
+    /// Replaces the index rows of resource `key` with those of `body` (none once deleted).
+    async fn write_index(
+        &self,
+        conn: &mut SqliteConnection,
+        key: i64,
+        resource_type: &str,
+        body: Option<&Value>,
+        fresh: bool,
+    ) -> Result<()> {
+        if !fresh {
+            for sql in index_write::deletes(Dialect::Sqlite, key) {
+                query(&sql).execute(&mut *conn).await.map_err(db_error)?;
+            }
+        }
+        if let Some(body) = body {
+            let rows = self.indexer.rows(body);
+            for sql in index_write::inserts(Dialect::Sqlite, key, resource_type, &rows) {
+                query(&sql).execute(&mut *conn).await.map_err(db_error)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -379,5 +426,58 @@ impl ResourceStore for SqliteStore {
             .await
             .map_err(db_error)?;
         Ok(())
+    }
+
+    async fn fetch(&self, sql: Sql, sort: &[ParamType]) -> Result<Vec<Found>> {
+        let rows = query(&sql).fetch_all(&self.pool).await.map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Found {
+                    key: row.try_get("key").map_err(db_error)?,
+                    version: version_from_row(row)?,
+                    sort: sort_values(row, sort)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn count(&self, sql: Sql) -> Result<i64> {
+        query(&sql)
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(db_error)
+    }
+
+    async fn reindex(&self) -> Result<u64> {
+        let mut done = 0;
+        let mut after = 0i64;
+        loop {
+            let _writing = self.writer.lock().await;
+            let mut tx = self
+                .pool
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .map_err(db_error)?;
+            let batch: Vec<(i64, String, String)> = sqlx::query_as(
+                "SELECT key, type, body FROM resource WHERE key > ?1 AND deleted = 0 ORDER BY key LIMIT 500",
+            )
+            .bind(after)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            let Some(last) = batch.last() else {
+                return Ok(done);
+            };
+            after = last.0;
+            for (key, resource_type, body) in &batch {
+                let body: Value = serde_json::from_str(body)
+                    .map_err(|e| Error::internal(format!("unreadable body in the store: {e}")))?;
+                self.write_index(&mut tx, *key, resource_type, Some(&body), false)
+                    .await?;
+            }
+            tx.commit().await.map_err(db_error)?;
+            done += batch.len() as u64;
+        }
     }
 }

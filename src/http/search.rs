@@ -1,0 +1,284 @@
+//! Search over HTTP: `GET [base]/[type]?...`, `POST [base]/[type]/_search`, and compartment
+//! search `GET [base]/Patient/[id]/[type]`. Parsing and SQL live in `search/` and `store/`;
+//! this file turns a request into a [`Search`] and a page into a searchset Bundle.
+//! <https://hl7.org/fhir/R4/search.html>
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::Response;
+use chrono::Utc;
+use serde_json::{json, Value};
+
+use super::format::read_bytes;
+use super::history::link;
+use super::reply::Reply;
+use super::request::FhirRequest;
+use super::rest::check_type;
+use super::AppState;
+use crate::error::{Error, ErrorKind, Result};
+use crate::fhir::datetime::format_instant;
+use crate::fhir::outcome::{operation_outcome, Issue, IssueType};
+use crate::fhir::summary::{self, Subset};
+use crate::search::query::{self, Filter, Predicate, Search, Summary};
+use crate::search::registry::{ParamType, Registry};
+use crate::store::Version;
+
+/// `GET [base]/[type]?...`
+pub async fn type_get(
+    State(state): State<AppState>,
+    req: FhirRequest,
+    Path(resource_type): Path<String>,
+) -> Response {
+    let params = req.params.clone();
+    let path = format!("/{resource_type}");
+    let result = run(&state, &req, &resource_type, &params, None, &path).await;
+    req.respond(result)
+}
+
+/// `POST [base]/[type]/_search` with a form-encoded body; URL parameters count too.
+pub async fn type_post(
+    State(state): State<AppState>,
+    req: FhirRequest,
+    Path(resource_type): Path<String>,
+    body: Body,
+) -> Response {
+    let result = async {
+        let form = req
+            .header(header::CONTENT_TYPE)
+            .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+        let bytes = read_bytes(&req.headers, body, state.max_body_bytes).await?;
+        if !form && !bytes.is_empty() {
+            return Err(Error::new(
+                ErrorKind::UnsupportedMediaType,
+                IssueType::NotSupported,
+                "POST _search takes an application/x-www-form-urlencoded body",
+            ));
+        }
+        let mut params = req.params.clone();
+        params.extend(
+            form_urlencoded::parse(&bytes)
+                .filter(|(k, _)| k != "_format" && k != "_pretty")
+                .map(|(k, v)| (k.into_owned(), v.into_owned())),
+        );
+        let path = format!("/{resource_type}");
+        run(&state, &req, &resource_type, &params, None, &path).await
+    }
+    .await;
+    req.respond(result)
+}
+
+/// `GET [base]/[Compartment]/[id]/[type]?...`: a search within a compartment, following the
+/// R4 CompartmentDefinitions. <https://hl7.org/fhir/R4/compartmentdefinition.html>
+pub async fn compartment(
+    State(state): State<AppState>,
+    req: FhirRequest,
+    Path((compartment, id, resource_type)): Path<(String, String, String)>,
+) -> Response {
+    let result = async {
+        let Some(params_by_type) = COMPARTMENTS.get(compartment.as_str()) else {
+            return Err(Error::not_found(format!(
+                "{compartment} is not a compartment (Patient, Practitioner, Encounter, RelatedPerson, Device)"
+            )));
+        };
+        check_type(&resource_type)?;
+        if !crate::fhir::id::is_valid_id(&id) {
+            return Err(Error::bad_request(format!("'{id}' is not a valid id")));
+        }
+        let Some(links) = params_by_type.get(resource_type.as_str()) else {
+            return Err(Error::bad_request(format!(
+                "{resource_type} is not part of the {compartment} compartment"
+            )));
+        };
+        let filters: Vec<Filter> = links
+            .iter()
+            .filter(|code| Registry::r4().get(&resource_type, code).is_some())
+            .map(|code| Filter::Match {
+                param: code.clone(),
+                kind: ParamType::Reference,
+                values: vec![Predicate::Reference {
+                    target_type: Some(compartment.clone()),
+                    id: Some(id.clone()),
+                    url: None,
+                }],
+                negate: false,
+            })
+            .collect();
+        let path = format!("/{compartment}/{id}/{resource_type}");
+        run(
+            &state,
+            &req,
+            &resource_type,
+            &req.params,
+            Some(Filter::AnyOf(filters)),
+            &path,
+        )
+        .await
+    }
+    .await;
+    req.respond(result)
+}
+
+/// Compartment → member type → the reference parameters that place a resource in it.
+static COMPARTMENTS: LazyLock<HashMap<&'static str, HashMap<String, Vec<String>>>> =
+    LazyLock::new(|| {
+        let sources = [
+            (
+                "Patient",
+                include_str!("../../conformance/CompartmentDefinition-patient.json"),
+            ),
+            (
+                "Practitioner",
+                include_str!("../../conformance/CompartmentDefinition-practitioner.json"),
+            ),
+            (
+                "Encounter",
+                include_str!("../../conformance/CompartmentDefinition-encounter.json"),
+            ),
+            (
+                "RelatedPerson",
+                include_str!("../../conformance/CompartmentDefinition-relatedPerson.json"),
+            ),
+            (
+                "Device",
+                include_str!("../../conformance/CompartmentDefinition-device.json"),
+            ),
+        ];
+        sources
+            .into_iter()
+            .map(|(name, text)| {
+                let def: Value = serde_json::from_str(text).expect("CompartmentDefinition JSON");
+                let members = def["resource"]
+                    .as_array()
+                    .map(|rs| {
+                        rs.iter()
+                            .filter_map(|r| {
+                                let params: Vec<String> = r["param"]
+                                    .as_array()?
+                                    .iter()
+                                    .filter_map(Value::as_str)
+                                    .map(str::to_string)
+                                    .collect();
+                                Some((r["code"].as_str()?.to_string(), params))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (name, members)
+            })
+            .collect()
+    });
+
+/// Parses, runs and renders one search.
+async fn run(
+    state: &AppState,
+    req: &FhirRequest,
+    resource_type: &str,
+    params: &[(String, String)],
+    scope: Option<Filter>,
+    path: &str,
+) -> Result<Reply> {
+    check_type(resource_type)?;
+    let mut search = query::parse(
+        Registry::r4(),
+        &state.base_url,
+        resource_type,
+        params,
+        req.lenient,
+    )
+    .map_err(|e| {
+        Error::with_issues(
+            ErrorKind::BadRequest,
+            vec![Issue::error(
+                if e.message.contains("not supported") {
+                    IssueType::NotSupported
+                } else {
+                    IssueType::Invalid
+                },
+                format!("search parameter '{}': {}", e.param, e.message),
+            )],
+        )
+    })?;
+    if let Some(scope) = scope {
+        search.filters.push(scope);
+    }
+    let count_only = search.summary == Summary::Count || search.count == 0;
+    let page = state.store.search(&search, count_only).await?;
+    Ok(Reply::ok(bundle(state, req, &search, page, path)))
+}
+
+fn bundle(
+    state: &AppState,
+    req: &FhirRequest,
+    search: &Search,
+    page: crate::store::SearchPage,
+    path: &str,
+) -> Value {
+    let mut self_params = search.canonical.clone();
+    if let Some(c) = &search.cursor {
+        self_params.push(("_cursor".into(), c.clone()));
+    }
+    let mut links =
+        vec![json!({"relation": "self", "url": link(&state.base_url, path, &self_params, req)})];
+    if let Some(next) = &page.next {
+        let mut next_params = search.canonical.clone();
+        next_params.push(("_cursor".into(), next.clone()));
+        links.push(
+            json!({"relation": "next", "url": link(&state.base_url, path, &next_params, req)}),
+        );
+    }
+    let subset = match (&search.elements, search.summary) {
+        (_, Summary::True) => Some(Subset::Summary),
+        (_, Summary::Text) => Some(Subset::Text),
+        (_, Summary::Data) => Some(Subset::Data),
+        (Some(names), _) => Some(Subset::Elements(names.clone())),
+        _ => None,
+    };
+    let entry = |v: Version, mode: &str| {
+        let mut resource = v.body.unwrap_or(Value::Null);
+        if let Some(subset) = &subset {
+            summary::apply(&mut resource, subset);
+        }
+        json!({
+            "fullUrl": format!("{}/{}/{}", state.base_url, v.resource_type, v.id),
+            "resource": resource,
+            "search": {"mode": mode},
+        })
+    };
+    let mut entries: Vec<Value> = page
+        .matches
+        .into_iter()
+        .map(|v| entry(v, "match"))
+        .collect();
+    entries.extend(page.included.into_iter().map(|v| entry(v, "include")));
+    if !search.ignored.is_empty() {
+        let issues = vec![Issue {
+            severity: crate::fhir::outcome::Severity::Warning,
+            ..Issue::information(format!(
+                "ignored unknown search parameters: {}",
+                search.ignored.join(", ")
+            ))
+        }];
+        entries.push(json!({
+            "resource": operation_outcome(&issues),
+            "search": {"mode": "outcome"},
+        }));
+    }
+    let mut bundle = json!({
+        "resourceType": "Bundle",
+        "id": crate::fhir::id::new_id(),
+        "meta": {"lastUpdated": format_instant(Utc::now())},
+        "type": "searchset",
+    });
+    if let Some(total) = page.total {
+        bundle["total"] = json!(total);
+    }
+    bundle["link"] = json!(links);
+    if !entries.is_empty() {
+        bundle["entry"] = json!(entries);
+    }
+    bundle
+}

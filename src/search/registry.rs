@@ -1,0 +1,209 @@
+//! The SearchParameter registry: which parameters each resource type has, their types and
+//! their parsed FHIRPath expressions. Built once from the official R4 definitions vendored in
+//! `conformance/search-parameters.json` (<https://hl7.org/fhir/R4/searchparameter-registry.html>).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock};
+
+use serde_json::Value;
+
+use super::fhirpath::{self, Expression};
+use crate::fhir::resource_type::RESOURCE_TYPES;
+
+/// A search parameter's type. <https://hl7.org/fhir/R4/search.html#ptypes>
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ParamType {
+    Number,
+    Date,
+    String,
+    Token,
+    Reference,
+    Composite,
+    Quantity,
+    Uri,
+    Special,
+}
+
+impl ParamType {
+    pub fn parse(code: &str) -> Option<ParamType> {
+        Some(match code {
+            "number" => ParamType::Number,
+            "date" => ParamType::Date,
+            "string" => ParamType::String,
+            "token" => ParamType::Token,
+            "reference" => ParamType::Reference,
+            "composite" => ParamType::Composite,
+            "quantity" => ParamType::Quantity,
+            "uri" => ParamType::Uri,
+            "special" => ParamType::Special,
+            _ => return None,
+        })
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            ParamType::Number => "number",
+            ParamType::Date => "date",
+            ParamType::String => "string",
+            ParamType::Token => "token",
+            ParamType::Reference => "reference",
+            ParamType::Composite => "composite",
+            ParamType::Quantity => "quantity",
+            ParamType::Uri => "uri",
+            ParamType::Special => "special",
+        }
+    }
+}
+
+/// One search parameter, ready to extract and to query.
+#[derive(Debug)]
+pub struct SearchParam {
+    pub url: String,
+    pub code: String,
+    pub kind: ParamType,
+    pub description: String,
+    /// `None` for parameters Hearth cannot index (no expression, or `special`).
+    pub expression: Option<Expression>,
+    /// For references: the resource types it may point to.
+    pub targets: Vec<String>,
+}
+
+impl SearchParam {
+    /// Whether values are extracted into the index for this parameter.
+    pub fn is_indexed(&self) -> bool {
+        self.expression.is_some() && !matches!(self.kind, ParamType::Composite | ParamType::Special)
+    }
+}
+
+/// Every parameter of every resource type, by code.
+pub struct Registry {
+    by_type: HashMap<&'static str, BTreeMap<String, Arc<SearchParam>>>,
+}
+
+/// Types that are not DomainResources: `DomainResource` parameters do not apply to them.
+const NOT_DOMAIN: [&str; 3] = ["Binary", "Bundle", "Parameters"];
+
+impl Registry {
+    /// The official R4 parameters, parsed once.
+    pub fn r4() -> &'static Registry {
+        static R4: LazyLock<Registry> = LazyLock::new(|| {
+            let bundle: Value =
+                serde_json::from_str(include_str!("../../conformance/search-parameters.json"))
+                    .expect("conformance/search-parameters.json is valid JSON");
+            Registry::from_bundle(&bundle)
+        });
+        &R4
+    }
+
+    /// Builds a registry from a Bundle of SearchParameter resources.
+    pub fn from_bundle(bundle: &Value) -> Registry {
+        let mut registry = Registry {
+            by_type: RESOURCE_TYPES
+                .iter()
+                .map(|t| (*t, BTreeMap::new()))
+                .collect(),
+        };
+        let entries = bundle["entry"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        for entry in entries {
+            if let Some(param) = parse_param(&entry["resource"]) {
+                let bases = entry["resource"]["base"]
+                    .as_array()
+                    .map(|b| b.iter().filter_map(Value::as_str).collect::<Vec<_>>())
+                    .unwrap_or_default();
+                registry.add(Arc::new(param), &bases);
+            }
+        }
+        registry
+    }
+
+    fn add(&mut self, param: Arc<SearchParam>, bases: &[&str]) {
+        for base in bases {
+            let types: Vec<&'static str> = match *base {
+                "Resource" => RESOURCE_TYPES.to_vec(),
+                "DomainResource" => RESOURCE_TYPES
+                    .iter()
+                    .copied()
+                    .filter(|t| !NOT_DOMAIN.contains(t))
+                    .collect(),
+                other => RESOURCE_TYPES
+                    .iter()
+                    .copied()
+                    .filter(|t| *t == other)
+                    .collect(),
+            };
+            for t in types {
+                if let Some(params) = self.by_type.get_mut(t) {
+                    params.insert(param.code.clone(), param.clone());
+                }
+            }
+        }
+    }
+
+    /// The parameter `code` of `resource_type`.
+    pub fn get(&self, resource_type: &str, code: &str) -> Option<&Arc<SearchParam>> {
+        self.by_type.get(resource_type)?.get(code)
+    }
+
+    /// Every parameter of `resource_type`, by code.
+    pub fn params(&self, resource_type: &str) -> impl Iterator<Item = &Arc<SearchParam>> {
+        self.by_type
+            .get(resource_type)
+            .into_iter()
+            .flat_map(|m| m.values())
+    }
+}
+
+fn parse_param(sp: &Value) -> Option<SearchParam> {
+    let code = sp["code"].as_str()?.to_string();
+    let kind = ParamType::parse(sp["type"].as_str()?)?;
+    let expression = match sp["expression"].as_str() {
+        Some(src) => match fhirpath::parse(src) {
+            Ok(e) => Some(e),
+            Err(why) => {
+                tracing::warn!(code, why, "search parameter expression not supported");
+                None
+            }
+        },
+        None => None,
+    };
+    Some(SearchParam {
+        url: sp["url"].as_str().unwrap_or_default().to_string(),
+        code,
+        kind,
+        description: sp["description"].as_str().unwrap_or_default().to_string(),
+        expression,
+        targets: sp["target"]
+            .as_array()
+            .map(|t| {
+                t.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn knows_the_r4_parameters() {
+        let r = Registry::r4();
+        let name = r.get("Patient", "name").expect("Patient.name");
+        assert_eq!(name.kind, ParamType::String);
+        assert!(name.is_indexed());
+        // Resource-level parameters apply to every type, DomainResource ones not to Bundle.
+        assert!(r.get("Bundle", "_id").is_some());
+        assert!(r.get("Observation", "_lastUpdated").is_some());
+        assert!(r.get("Bundle", "_text").is_none());
+        // A parameter shared by several bases keeps its targets.
+        let subject = r
+            .get("Observation", "patient")
+            .expect("Observation.patient");
+        assert_eq!(subject.kind, ParamType::Reference);
+        assert!(subject.targets.iter().any(|t| t == "Patient"));
+        assert!(r.get("Patient", "nonsense").is_none());
+    }
+}
