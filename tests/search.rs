@@ -23,6 +23,9 @@ on_both_backends!(
     compartment_and_post_search,
     uri_parameters,
     bad_search_input,
+    conditional_interactions,
+    injection_like_values_are_just_values,
+    common_parameters,
 );
 
 /// Runs a search and returns the bundle, asserting 200.
@@ -766,4 +769,200 @@ async fn bad_search_input(s: &Server) {
     );
     // Searching an unknown type.
     expect_outcome(s.get("Banana?name=x").await, 400).await;
+}
+
+async fn post_if_none_exist(s: &Server, body: &Value, criteria: &str) -> reqwest::Response {
+    s.client
+        .post(s.url(body["resourceType"].as_str().unwrap()))
+        .header("content-type", "application/fhir+json")
+        .header("if-none-exist", criteria)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn conditional_interactions(s: &Server) {
+    let mrn = |v: &str| json!({"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": v}], "gender": "other"});
+    // Conditional create: the first creates, the second finds it.
+    let r = post_if_none_exist(s, &mrn("1"), "identifier=urn:mrn|1").await;
+    assert_eq!(r.status(), 201);
+    let first: Value = r.json().await.unwrap();
+    let r = post_if_none_exist(s, &mrn("1"), "identifier=urn:mrn|1").await;
+    assert_eq!(r.status(), 200);
+    let again: Value = r.json().await.unwrap();
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(
+        s.version_count("Patient").await,
+        1,
+        "nothing written the second time"
+    );
+    // Racing conditional creates make one resource.
+    let race = mrn("race");
+    let racers = (0..8).map(|_| post_if_none_exist(s, &race, "identifier=urn:mrn|race"));
+    let statuses: Vec<u16> = futures::future::join_all(racers)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        7,
+        "{statuses:?}"
+    );
+    assert_eq!(ids(s, "Patient?identifier=urn:mrn|race").await.len(), 1);
+    // Several matches: 412, nothing written.
+    let r = post_if_none_exist(s, &mrn("2"), "gender=other").await;
+    expect_outcome(r, 412).await;
+    assert_eq!(ids(s, "Patient?identifier=urn:mrn|2").await.len(), 0);
+    // Bad criteria are refused even when the client asks for lenient handling.
+    let r = s
+        .client
+        .post(s.url("Patient"))
+        .header("content-type", "application/fhir+json")
+        .header("if-none-exist", "nonsense=1")
+        .header("prefer", "handling=lenient")
+        .body(mrn("3").to_string())
+        .send()
+        .await
+        .unwrap();
+    expect_outcome(r, 400).await;
+
+    // Conditional update: one match is updated in place.
+    let id = first["id"].as_str().unwrap();
+    let mut changed = mrn("1");
+    changed["gender"] = json!("female");
+    let r = s.put_json("Patient?identifier=urn:mrn|1", &changed).await;
+    assert_eq!(r.status(), 200);
+    let updated: Value = r.json().await.unwrap();
+    assert_eq!(updated["id"], id);
+    assert_eq!(updated["meta"]["versionId"], "2");
+    // No match and no id: created.
+    let r = s
+        .put_json("Patient?identifier=urn:mrn|new", &mrn("new"))
+        .await;
+    assert_eq!(r.status(), 201);
+    // One match, a different id in the body: 400.
+    let mut wrong = mrn("1");
+    wrong["id"] = json!("someone-else");
+    expect_outcome(
+        s.put_json("Patient?identifier=urn:mrn|1", &wrong).await,
+        400,
+    )
+    .await;
+    // Several matches: 412.
+    expect_outcome(s.put_json("Patient?gender=other", &mrn("x")).await, 412).await;
+    // No criteria at all.
+    expect_outcome(s.put_json("Patient", &mrn("x")).await, 400).await;
+
+    // Conditional delete removes every match.
+    let before = ids(s, "Patient?gender=other").await;
+    assert!(before.len() >= 2);
+    let r = s
+        .client
+        .delete(s.url("Patient?gender=other"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(ids(s, "Patient?gender=other").await, set(&[]));
+    assert_eq!(
+        ids(s, "Patient?gender=female").await,
+        set(&[id]),
+        "others untouched"
+    );
+    let r = s
+        .client
+        .delete(s.url("Patient?identifier=urn:mrn|nobody"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = s
+        .client
+        .delete(s.url("Patient?nonsense=1"))
+        .send()
+        .await
+        .unwrap();
+    expect_outcome(r, 400).await;
+}
+
+async fn injection_like_values_are_just_values(s: &Server) {
+    patients(s).await;
+    put(
+        s,
+        json!({"resourceType": "Patient", "id": "quote", "name": [{"family": "O'Brien"}]}),
+    )
+    .await;
+    for value in [
+        "' OR 1=1 --",
+        "%",
+        "_",
+        "\\",
+        "x') OR ('1'='1",
+        "; DROP TABLE resource; --",
+    ] {
+        let q = form_urlencoded::Serializer::new(String::new())
+            .append_pair("family", value)
+            .finish();
+        assert_eq!(ids(s, &format!("Patient?{q}")).await, set(&[]), "{value}");
+        let q = form_urlencoded::Serializer::new(String::new())
+            .append_pair("family:contains", value)
+            .finish();
+        assert_eq!(ids(s, &format!("Patient?{q}")).await, set(&[]), "{value}");
+    }
+    assert_eq!(ids(s, "Patient?family=o'b").await, set(&["quote"]));
+    assert_eq!(
+        ids(s, "Patient?family:exact=O'Brien").await,
+        set(&["quote"])
+    );
+    assert_eq!(ids(s, "Patient?_summary=count").await.len(), 0);
+    assert_eq!(
+        search(s, "Patient?_summary=count").await["total"],
+        4,
+        "still all there"
+    );
+}
+
+async fn common_parameters(s: &Server) {
+    put(s, json!({"resourceType": "Patient", "id": "tagged", "meta": {
+        "tag": [{"system": "http://example.org/tags", "code": "vip"}],
+        "security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}],
+        "profile": ["http://example.org/StructureDefinition/my-patient"],
+        "source": "http://example.org/ehr#abc"}})).await;
+    put(s, json!({"resourceType": "Patient", "id": "plain"})).await;
+    assert_eq!(
+        ids(s, "Patient?_tag=http://example.org/tags|vip").await,
+        set(&["tagged"])
+    );
+    assert_eq!(ids(s, "Patient?_tag:not=vip").await, set(&["plain"]));
+    assert_eq!(ids(s, "Patient?_security=R").await, set(&["tagged"]));
+    assert_eq!(
+        ids(
+            s,
+            "Patient?_profile=http://example.org/StructureDefinition/my-patient"
+        )
+        .await,
+        set(&["tagged"])
+    );
+    assert_eq!(
+        ids(s, "Patient?_source=http://example.org/ehr%23abc").await,
+        set(&["tagged"])
+    );
+    let now = chrono::Utc::now();
+    let hour_ago = (now - chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M:%SZ");
+    assert_eq!(
+        ids(s, &format!("Patient?_lastUpdated=gt{hour_ago}")).await,
+        set(&["tagged", "plain"])
+    );
+    assert_eq!(
+        ids(s, &format!("Patient?_lastUpdated=lt{hour_ago}")).await,
+        set(&[])
+    );
+    assert_eq!(ids(s, "Patient?_id:not=plain").await, set(&["tagged"]));
 }

@@ -58,10 +58,10 @@ pub fn statement(base_url: &str, started: &str) -> Value {
                 "versioning": "versioned-update",
                 "readHistory": true,
                 "updateCreate": true,
-                "conditionalCreate": false,
+                "conditionalCreate": true,
                 "conditionalRead": "full-support",
-                "conditionalUpdate": false,
-                "conditionalDelete": "not-supported",
+                "conditionalUpdate": true,
+                "conditionalDelete": "multiple",
             });
             if !includes.is_empty() {
                 resource["searchInclude"] = json!(includes);

@@ -60,7 +60,13 @@ pub fn router(state: AppState) -> Router {
     let fhir = Router::new()
         .route("/metadata", g(capability::metadata))
         .route("/_history", g(history::system))
-        .route("/{type}", post(rest::create).get(search::type_get))
+        .route(
+            "/{type}",
+            post(rest::create)
+                .get(search::type_get)
+                .put(rest::conditional_update)
+                .delete(rest::conditional_delete),
+        )
         .route("/{type}/_search", post(search::type_post))
         .route("/{type}/_history", g(history::type_level))
         .route(

@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderName, StatusCode};
 use axum::response::Response;
 use serde_json::Value;
 
@@ -14,7 +14,10 @@ use super::AppState;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fhir::datetime::parse_http_date;
 use crate::fhir::id::{etag, is_valid_id, parse_etag, parse_version};
+use crate::fhir::outcome::IssueType;
 use crate::fhir::resource_type::is_resource_type;
+use crate::search::query::{self, Search};
+use crate::search::registry::Registry;
 use crate::store::{ResourceStore, Version};
 
 /// Refuses a URL whose type is not an R4 resource type.
@@ -70,13 +73,179 @@ pub async fn create(
             map.shift_remove("id");
         }
         check_resource(&state, &resource, &resource_type)?;
-        let v = state.store.create(&resource_type, resource).await?;
+        let v = match req.header(HeaderName::from_static("if-none-exist")) {
+            None => state.store.create(&resource_type, resource).await?,
+            // Conditional create: <https://hl7.org/fhir/R4/http.html#ccreate>
+            Some(criteria) => {
+                let criteria = criteria.trim_start_matches('?');
+                let criteria = criteria.split_once('?').map_or(criteria, |(_, q)| q);
+                let search = conditional_search(&state, &resource_type, criteria)?;
+                match state
+                    .store
+                    .create_if_none_exist(&resource_type, resource, &search)
+                    .await?
+                {
+                    Ok(v) => v,
+                    Err(found) if found.len() == 1 => {
+                        return Ok(Reply::written(
+                            StatusCode::OK,
+                            &found[0],
+                            &state.base_url,
+                            req.prefer_return,
+                        ))
+                    }
+                    Err(_) => {
+                        return Err(multiple_matches("If-None-Exist"));
+                    }
+                }
+            }
+        };
         Ok(Reply::written(
             StatusCode::CREATED,
             &v,
             &state.base_url,
             req.prefer_return,
         ))
+    }
+    .await;
+    req.respond(result)
+}
+
+/// Parses the criteria of a conditional interaction. Always strict: a criterion silently
+/// dropped would widen what is updated or deleted.
+fn conditional_search(state: &AppState, resource_type: &str, criteria: &str) -> Result<Search> {
+    let params: Vec<(String, String)> = form_urlencoded::parse(criteria.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if params.is_empty() {
+        return Err(Error::bad_request(
+            "a conditional interaction needs search criteria",
+        ));
+    }
+    let search = query::parse(
+        Registry::r4(),
+        &state.base_url,
+        resource_type,
+        &params,
+        false,
+    )
+    .map_err(super::search::param_error)?;
+    if search.filters.is_empty() {
+        return Err(Error::bad_request(
+            "a conditional interaction needs at least one search filter",
+        ));
+    }
+    Ok(search)
+}
+
+fn multiple_matches(what: &str) -> Error {
+    Error::new(
+        ErrorKind::PreconditionFailed,
+        IssueType::MultipleMatches,
+        format!("the {what} criteria match more than one resource"),
+    )
+}
+
+/// The most resources one conditional delete removes; more matches give 412.
+const MAX_CONDITIONAL_DELETE: usize = 100;
+
+/// `PUT [base]/[type]?criteria`: conditional update. <https://hl7.org/fhir/R4/http.html#cond-update>
+pub async fn conditional_update(
+    State(state): State<AppState>,
+    req: FhirRequest,
+    Path(resource_type): Path<String>,
+    body: Body,
+) -> Response {
+    let result = async {
+        check_type(&resource_type)?;
+        let criteria = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&req.params)
+            .finish();
+        let search = conditional_search(&state, &resource_type, &criteria)?;
+        let expected = req.if_match()?;
+        let resource = read_resource(&req.headers, body, state.max_body_bytes).await?;
+        check_resource(&state, &resource, &resource_type)?;
+        let body_id = resource
+            .get("id")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let found = state.store.matches(&search, 2).await?;
+        let id = match (found.as_slice(), body_id) {
+            ([], None) => {
+                let v = state.store.create(&resource_type, resource).await?;
+                return Ok(Reply::written(
+                    StatusCode::CREATED,
+                    &v,
+                    &state.base_url,
+                    req.prefer_return,
+                ));
+            }
+            ([], Some(id)) => {
+                check_id(&id)?;
+                id
+            }
+            ([one], None) => one.id.clone(),
+            ([one], Some(id)) if one.id == id => id,
+            ([one], Some(id)) => {
+                return Err(Error::bad_request(format!(
+                    "the body's id '{id}' is not the id '{}' of the resource the criteria match",
+                    one.id
+                )))
+            }
+            _ => return Err(multiple_matches("update")),
+        };
+        let mut resource = resource;
+        resource["id"] = Value::String(id.clone());
+        let updated = state
+            .store
+            .update(&resource_type, &id, resource, expected)
+            .await?;
+        let status = if updated.created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        Ok(Reply::written(
+            status,
+            &updated.version,
+            &state.base_url,
+            req.prefer_return,
+        ))
+    }
+    .await;
+    req.respond(result)
+}
+
+/// `DELETE [base]/[type]?criteria`: conditional delete of every match (up to a limit).
+/// <https://hl7.org/fhir/R4/http.html#3.1.0.7.1>
+pub async fn conditional_delete(
+    State(state): State<AppState>,
+    req: FhirRequest,
+    Path(resource_type): Path<String>,
+) -> Response {
+    let result = async {
+        check_type(&resource_type)?;
+        let criteria = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&req.params)
+            .finish();
+        let search = conditional_search(&state, &resource_type, &criteria)?;
+        let found = state
+            .store
+            .matches(&search, MAX_CONDITIONAL_DELETE + 1)
+            .await?;
+        if found.len() > MAX_CONDITIONAL_DELETE {
+            return Err(Error::new(
+                ErrorKind::PreconditionFailed,
+                IssueType::TooCostly,
+                format!(
+                    "the criteria match more than {MAX_CONDITIONAL_DELETE} resources; narrow them"
+                ),
+            ));
+        }
+        for v in &found {
+            state.store.delete(&resource_type, &v.id, None).await?;
+        }
+        Ok(Reply::empty(StatusCode::NO_CONTENT))
     }
     .await;
     req.respond(result)

@@ -172,6 +172,21 @@ static COMPARTMENTS: LazyLock<HashMap<&'static str, HashMap<String, Vec<String>>
             .collect()
     });
 
+/// A refused search parameter as a 400 OperationOutcome.
+pub fn param_error(e: query::ParamError) -> Error {
+    Error::with_issues(
+        ErrorKind::BadRequest,
+        vec![Issue::error(
+            if e.message.contains("not supported") {
+                IssueType::NotSupported
+            } else {
+                IssueType::Invalid
+            },
+            format!("search parameter '{}': {}", e.param, e.message),
+        )],
+    )
+}
+
 /// Parses, runs and renders one search.
 async fn run(
     state: &AppState,
@@ -189,19 +204,7 @@ async fn run(
         params,
         req.lenient,
     )
-    .map_err(|e| {
-        Error::with_issues(
-            ErrorKind::BadRequest,
-            vec![Issue::error(
-                if e.message.contains("not supported") {
-                    IssueType::NotSupported
-                } else {
-                    IssueType::Invalid
-                },
-                format!("search parameter '{}': {}", e.param, e.message),
-            )],
-        )
-    })?;
+    .map_err(param_error)?;
     if let Some(scope) = scope {
         search.filters.push(scope);
     }

@@ -198,6 +198,15 @@ pub trait ResourceStore {
     ) -> impl Future<Output = Result<Vec<Found>>> + Send;
     /// Runs a `count(*)` query built by [`search_sql`].
     fn count(&self, sql: Sql) -> impl Future<Output = Result<i64>> + Send;
+    /// Creates a resource unless `condition` (a search query, see [`Store::create_if_none_exist`])
+    /// finds one: then nothing is written and the matches come back. The check and the
+    /// write are one transaction, serialised with other creates under the same condition.
+    fn create_unless(
+        &self,
+        resource_type: &str,
+        body: Value,
+        condition: (String, Sql),
+    ) -> impl Future<Output = Result<std::result::Result<Version, Vec<Version>>>> + Send;
     /// Recomputes the index rows of every current resource (after a registry change).
     fn reindex(&self) -> impl Future<Output = Result<u64>> + Send;
 }
@@ -311,6 +320,36 @@ impl Store {
             next,
             total,
         })
+    }
+
+    /// The current resources matching `search`, at most `limit` (conditional interactions).
+    pub async fn matches(&self, search: &Search, limit: usize) -> Result<Vec<Version>> {
+        let sql = search_sql::page_query(self.dialect(), search, None, limit);
+        Ok(self
+            .fetch(sql, &[])
+            .await?
+            .into_iter()
+            .map(|f| f.version)
+            .collect())
+    }
+
+    /// Conditional create (`If-None-Exist`): `Ok(created)`, or `Err(matches)` with nothing
+    /// written. <https://hl7.org/fhir/R4/http.html#ccreate>
+    pub async fn create_if_none_exist(
+        &self,
+        resource_type: &str,
+        body: Value,
+        search: &Search,
+    ) -> Result<std::result::Result<Version, Vec<Version>>> {
+        let mut criteria: Vec<String> = search
+            .canonical
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        criteria.sort();
+        let lock = format!("{resource_type}?{}", criteria.join("&"));
+        let sql = search_sql::page_query(self.dialect(), search, None, 2);
+        self.create_unless(resource_type, body, (lock, sql)).await
     }
 
     /// `_include` and `_revinclude`, iterated where asked, each resource at most once and
@@ -429,6 +468,14 @@ impl ResourceStore for Store {
     }
     async fn reindex(&self) -> Result<u64> {
         dispatch!(self, s => s.reindex())
+    }
+    async fn create_unless(
+        &self,
+        resource_type: &str,
+        body: Value,
+        condition: (String, Sql),
+    ) -> Result<std::result::Result<Version, Vec<Version>>> {
+        dispatch!(self, s => s.create_unless(resource_type, body, condition))
     }
 }
 

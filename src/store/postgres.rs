@@ -142,6 +142,18 @@ pub(super) fn pending<'m>(
     Ok(todo)
 }
 
+fn found(rows: &[PgRow], sort: &[ParamType]) -> Result<Vec<Found>> {
+    rows.iter()
+        .map(|row| {
+            Ok(Found {
+                key: row.try_get("key").map_err(db_error)?,
+                version: version_from_row(row)?,
+                sort: sort_values(row, sort)?,
+            })
+        })
+        .collect()
+}
+
 fn version_from_row(row: &PgRow) -> Result<Version> {
     let body: Option<Json<Value>> = row.try_get("body").map_err(db_error)?;
     let method: String = row.try_get("method").map_err(db_error)?;
@@ -453,15 +465,64 @@ impl ResourceStore for PgStore {
 
     async fn fetch(&self, sql: Sql, sort: &[ParamType]) -> Result<Vec<Found>> {
         let rows = query(&sql).fetch_all(&self.pool).await.map_err(db_error)?;
-        rows.iter()
-            .map(|row| {
-                Ok(Found {
-                    key: row.try_get("key").map_err(db_error)?,
-                    version: version_from_row(row)?,
-                    sort: sort_values(row, sort)?,
-                })
-            })
-            .collect()
+        found(&rows, sort)
+    }
+
+    async fn create_unless(
+        &self,
+        resource_type: &str,
+        mut body: Value,
+        (lock, condition): (String, Sql),
+    ) -> Result<std::result::Result<Version, Vec<Version>>> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        // Two creates with the same condition wait for each other, so the second sees the
+        // first's resource instead of creating a duplicate.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(&lock)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let rows = query(&condition)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        if !rows.is_empty() {
+            return Ok(Err(found(&rows, &[])?
+                .into_iter()
+                .map(|f| f.version)
+                .collect()));
+        }
+        let id = new_id();
+        let last_updated = now();
+        stamp(&mut body, &id, 1, last_updated);
+        let key = insert_new(
+            &mut *tx,
+            resource_type,
+            &id,
+            last_updated,
+            Method::Post,
+            &body,
+        )
+        .await?
+        .ok_or_else(|| Error::internal("a freshly generated id was already taken"))?;
+        write_index(
+            &mut tx,
+            &self.indexer,
+            key,
+            resource_type,
+            Some(&body),
+            true,
+        )
+        .await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Ok(Version {
+            resource_type: resource_type.into(),
+            id,
+            version: 1,
+            last_updated,
+            method: Method::Post,
+            body: Some(body),
+        }))
     }
 
     async fn count(&self, sql: Sql) -> Result<i64> {

@@ -126,6 +126,18 @@ impl SqliteStore {
     }
 }
 
+fn found(rows: &[SqliteRow], sort: &[ParamType]) -> Result<Vec<Found>> {
+    rows.iter()
+        .map(|row| {
+            Ok(Found {
+                key: row.try_get("key").map_err(db_error)?,
+                version: version_from_row(row)?,
+                sort: sort_values(row, sort)?,
+            })
+        })
+        .collect()
+}
+
 fn version_from_row(row: &SqliteRow) -> Result<Version> {
     let body: Option<String> = row.try_get("body").map_err(db_error)?;
     let body = body
@@ -430,15 +442,46 @@ impl ResourceStore for SqliteStore {
 
     async fn fetch(&self, sql: Sql, sort: &[ParamType]) -> Result<Vec<Found>> {
         let rows = query(&sql).fetch_all(&self.pool).await.map_err(db_error)?;
-        rows.iter()
-            .map(|row| {
-                Ok(Found {
-                    key: row.try_get("key").map_err(db_error)?,
-                    version: version_from_row(row)?,
-                    sort: sort_values(row, sort)?,
-                })
-            })
-            .collect()
+        found(&rows, sort)
+    }
+
+    async fn create_unless(
+        &self,
+        resource_type: &str,
+        mut body: Value,
+        (_, condition): (String, Sql),
+    ) -> Result<std::result::Result<Version, Vec<Version>>> {
+        // The writer queue serialises every write, so the check and the create are atomic.
+        let _writing = self.writer.lock().await;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_error)?;
+        let rows = query(&condition)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        if !rows.is_empty() {
+            return Ok(Err(found(&rows, &[])?
+                .into_iter()
+                .map(|f| f.version)
+                .collect()));
+        }
+        let id = new_id();
+        let last_updated = now();
+        stamp(&mut body, &id, 1, last_updated);
+        let v = Version {
+            resource_type: resource_type.into(),
+            id,
+            version: 1,
+            last_updated,
+            method: Method::Post,
+            body: Some(body),
+        };
+        self.write(&mut tx, None, &v).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Ok(v))
     }
 
     async fn count(&self, sql: Sql) -> Result<i64> {
