@@ -48,11 +48,10 @@ impl Hearth {
             .local_addr()
             .map_err(|e| Error::internal(format!("no local address: {e}")))?;
         let base_url = config.base_url(bound);
-        let registry = search::registry::Registry::r4();
-        let indexer = std::sync::Arc::new(store::Indexer {
-            registry,
-            base_url: base_url.clone(),
-        });
+        let indexer = std::sync::Arc::new(store::Indexer::new(
+            search::registry::Registry::r4().clone(),
+            base_url.clone(),
+        ));
         let store = Store::connect(&database_url, config.db_pool_size, indexer).await?;
         if !config.no_migrate {
             let applied = store.migrate().await?;
@@ -61,9 +60,12 @@ impl Hearth {
             }
             if applied.contains(&"search_index") {
                 // Resources stored before search existed get their index rows now.
-                let n = store.reindex().await?;
+                let n = store.reindex(None).await?;
                 tracing::info!(resources = n, "search index built");
             }
+        }
+        for refused in store.load_search_parameters().await? {
+            tracing::warn!(refused, "custom SearchParameter not used");
         }
         let started = fhir::datetime::format_instant(chrono::Utc::now());
         let state = http::AppState::new(http::Shared {
@@ -72,7 +74,12 @@ impl Hearth {
             max_body_bytes: config.max_body_bytes,
             validator: fhir::validate::Validator::shared(),
             metrics: http::metrics::Metrics::default(),
-            capability: http::capability::statement(&base_url, &started),
+            capability: std::sync::RwLock::new(http::capability::statement(
+                &base_url,
+                &started,
+                &store.indexer().registry(),
+            )),
+            started,
         });
         Ok(Hearth {
             listener,

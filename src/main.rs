@@ -101,15 +101,18 @@ async fn serve(config: Config) -> hearth::Result<()> {
 /// Applies migrations; rebuilds the search index when asked or when the index tables are new.
 async fn migrate(config: Config, reindex: bool) -> hearth::Result<()> {
     use hearth::store::ResourceStore;
-    let indexer = std::sync::Arc::new(hearth::store::Indexer {
-        registry: hearth::search::registry::Registry::r4(),
-        base_url: config.base_url(config.listen),
-    });
+    let indexer = std::sync::Arc::new(hearth::store::Indexer::new(
+        hearth::search::registry::Registry::r4().clone(),
+        config.base_url(config.listen),
+    ));
     let store = hearth::store::Store::connect(&config.database_url(), 1, indexer).await?;
     let applied = store.migrate().await?;
     tracing::info!(?applied, "migrations up to date");
     if reindex || applied.contains(&"search_index") {
-        let n = store.reindex().await?;
+        for refused in store.load_search_parameters().await? {
+            tracing::warn!(refused, "custom SearchParameter not used");
+        }
+        let n = store.reindex(None).await?;
         tracing::info!(resources = n, "search index rebuilt");
     }
     store.close().await;

@@ -26,6 +26,7 @@ on_both_backends!(
     conditional_interactions,
     injection_like_values_are_just_values,
     common_parameters,
+    custom_search_parameters,
 );
 
 /// Runs a search and returns the bundle, asserting 200.
@@ -965,4 +966,70 @@ async fn common_parameters(s: &Server) {
         set(&[])
     );
     assert_eq!(ids(s, "Patient?_id:not=plain").await, set(&["tagged"]));
+}
+
+async fn custom_search_parameters(s: &Server) {
+    put(
+        s,
+        json!({"resourceType": "Patient", "id": "married", "maritalStatus": {"coding": [
+        {"system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": "M"}]}}),
+    )
+    .await;
+    // R4 has no marital-status parameter on Patient.
+    expect_outcome(s.get("Patient?marital-status=M").await, 400).await;
+    let sp = json!({"resourceType": "SearchParameter", "id": "patient-marital-status",
+        "url": "http://example.org/SearchParameter/patient-marital-status",
+        "name": "marital-status", "status": "active", "description": "Marital status",
+        "code": "marital-status", "base": ["Patient"], "type": "token",
+        "expression": "Patient.maritalStatus"});
+    put(s, sp.clone()).await;
+    // Existing resources are reindexed in the background: wait for it (not a timing test).
+    let mut found = BTreeSet::new();
+    for _ in 0..100 {
+        let r = s.get("Patient?marital-status=M").await;
+        if r.status() == 200 {
+            found = matches(&r.json().await.unwrap());
+            if !found.is_empty() {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(found, set(&["married"]));
+    put(
+        s,
+        json!({"resourceType": "Patient", "id": "single", "maritalStatus": {"coding": [
+        {"system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": "S"}]}}),
+    )
+    .await;
+    assert_eq!(ids(s, "Patient?marital-status=S").await, set(&["single"]));
+    let cs: Value = s.get("metadata").await.json().await.unwrap();
+    let patient = cs["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "Patient")
+        .unwrap()
+        .clone();
+    assert!(patient["searchParam"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "marital-status"));
+    // A custom parameter cannot take over an official code.
+    put(s, json!({"resourceType": "SearchParameter", "id": "hijack", "url": "http://example.org/SearchParameter/hijack",
+        "name": "name", "status": "active", "description": "x", "code": "name", "base": ["Patient"],
+        "type": "token", "expression": "Patient.gender"})).await;
+    put(s, json!({"resourceType": "Patient", "id": "named", "gender": "male", "name": [{"family": "Gender"}]})).await;
+    assert_eq!(ids(s, "Patient?name=gender").await, set(&["named"]));
+    assert_eq!(ids(s, "Patient?name=male").await, set(&[]));
+    // Deleting the parameter removes it.
+    let r = s
+        .client
+        .delete(s.url("SearchParameter/patient-marital-status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    expect_outcome(s.get("Patient?marital-status=M").await, 400).await;
 }

@@ -24,8 +24,7 @@ const TYPE_INTERACTIONS: [&str; 8] = [
 ];
 
 /// The search parameters of a type that Hearth indexes, as CapabilityStatement lists them.
-fn search_params(resource_type: &str) -> (Vec<Value>, Vec<String>) {
-    let registry = Registry::r4();
+fn search_params(registry: &Registry, resource_type: &str) -> (Vec<Value>, Vec<String>) {
     let mut params = Vec::new();
     let mut includes = Vec::new();
     for p in registry.params(resource_type).filter(|p| p.is_indexed()) {
@@ -46,11 +45,11 @@ fn search_params(resource_type: &str) -> (Vec<Value>, Vec<String>) {
 }
 
 /// Builds the statement once, at start.
-pub fn statement(base_url: &str, started: &str) -> Value {
+pub fn statement(base_url: &str, started: &str, registry: &Registry) -> Value {
     let resources: Vec<Value> = RESOURCE_TYPES
         .iter()
         .map(|t| {
-            let (params, includes) = search_params(t);
+            let (params, includes) = search_params(registry, t);
             let mut resource = json!({
                 "type": t,
                 "profile": format!("http://hl7.org/fhir/StructureDefinition/{t}"),
@@ -91,5 +90,10 @@ pub fn statement(base_url: &str, started: &str) -> Value {
 }
 
 pub async fn metadata(State(state): State<AppState>, req: FhirRequest) -> Response {
-    req.respond(Ok(Reply::ok(state.capability.clone())))
+    let statement = state
+        .capability
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    req.respond(Ok(Reply::ok(statement)))
 }

@@ -38,7 +38,10 @@ pub struct Shared {
     pub max_body_bytes: usize,
     pub validator: &'static Validator,
     pub metrics: metrics::Metrics,
-    pub capability: serde_json::Value,
+    /// Rebuilt when custom SearchParameters change what search supports.
+    pub capability: std::sync::RwLock<serde_json::Value>,
+    /// When the server started, the CapabilityStatement's date.
+    pub started: String,
 }
 
 impl std::ops::Deref for AppState {

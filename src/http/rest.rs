@@ -18,6 +18,7 @@ use crate::fhir::outcome::IssueType;
 use crate::fhir::resource_type::is_resource_type;
 use crate::search::query::{self, Search};
 use crate::search::registry::Registry;
+
 use crate::store::{ResourceStore, Version};
 
 /// Refuses a URL whose type is not an R4 resource type.
@@ -100,6 +101,7 @@ pub async fn create(
                 }
             }
         };
+        after_write(&state, &resource_type, Vec::new(), v.body.as_ref()).await;
         Ok(Reply::written(
             StatusCode::CREATED,
             &v,
@@ -109,6 +111,63 @@ pub async fn create(
     }
     .await;
     req.respond(result)
+}
+
+/// The resource types a stored SearchParameter applies to, before it changes.
+async fn old_bases(state: &AppState, resource_type: &str, id: &str) -> Result<Vec<String>> {
+    if resource_type != "SearchParameter" {
+        return Ok(Vec::new());
+    }
+    Ok(state
+        .store
+        .read(resource_type, id)
+        .await?
+        .and_then(|v| v.body)
+        .map(|b| Registry::bases_of(&b))
+        .unwrap_or_default())
+}
+
+/// After a write: a changed SearchParameter changes what search can do. The registry and
+/// the CapabilityStatement are rebuilt at once; the resources of the types it applies to
+/// (before or after the change) are reindexed in the background.
+async fn after_write(
+    state: &AppState,
+    resource_type: &str,
+    mut bases: Vec<String>,
+    new: Option<&Value>,
+) {
+    if resource_type != "SearchParameter" {
+        return;
+    }
+    if let Some(body) = new {
+        bases.extend(Registry::bases_of(body));
+    }
+    bases.sort();
+    bases.dedup();
+    match state.store.load_search_parameters().await {
+        Ok(refused) => {
+            for r in refused {
+                tracing::warn!(refused = r, "custom SearchParameter not used");
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = e.message(), "cannot reload search parameters");
+            return;
+        }
+    }
+    let statement = super::capability::statement(
+        &state.base_url,
+        &state.started,
+        &state.store.indexer().registry(),
+    );
+    *state.capability.write().unwrap_or_else(|e| e.into_inner()) = statement;
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        match store.reindex(Some(&bases)).await {
+            Ok(n) => tracing::info!(resources = n, "reindexed after a SearchParameter change"),
+            Err(e) => tracing::error!(error = e.message(), "reindex failed"),
+        }
+    });
 }
 
 /// Parses the criteria of a conditional interaction. Always strict: a criterion silently
@@ -123,7 +182,7 @@ fn conditional_search(state: &AppState, resource_type: &str, criteria: &str) -> 
         ));
     }
     let search = query::parse(
-        Registry::r4(),
+        &state.store.indexer().registry(),
         &state.base_url,
         resource_type,
         &params,
@@ -173,6 +232,7 @@ pub async fn conditional_update(
         let id = match (found.as_slice(), body_id) {
             ([], None) => {
                 let v = state.store.create(&resource_type, resource).await?;
+                after_write(&state, &resource_type, Vec::new(), v.body.as_ref()).await;
                 return Ok(Reply::written(
                     StatusCode::CREATED,
                     &v,
@@ -196,10 +256,12 @@ pub async fn conditional_update(
         };
         let mut resource = resource;
         resource["id"] = Value::String(id.clone());
+        let bases = old_bases(&state, &resource_type, &id).await?;
         let updated = state
             .store
             .update(&resource_type, &id, resource, expected)
             .await?;
+        after_write(&state, &resource_type, bases, updated.version.body.as_ref()).await;
         let status = if updated.created {
             StatusCode::CREATED
         } else {
@@ -243,7 +305,9 @@ pub async fn conditional_delete(
             ));
         }
         for v in &found {
+            let bases = old_bases(&state, &resource_type, &v.id).await?;
             state.store.delete(&resource_type, &v.id, None).await?;
+            after_write(&state, &resource_type, bases, None).await;
         }
         Ok(Reply::empty(StatusCode::NO_CONTENT))
     }
@@ -355,10 +419,12 @@ pub async fn update(
                 ))
             }
         }
+        let bases = old_bases(&state, &resource_type, &id).await?;
         let updated = state
             .store
             .update(&resource_type, &id, resource, expected)
             .await?;
+        after_write(&state, &resource_type, bases, updated.version.body.as_ref()).await;
         let status = if updated.created {
             StatusCode::CREATED
         } else {
@@ -385,7 +451,9 @@ pub async fn delete(
         check_type(&resource_type)?;
         check_id(&id)?;
         let expected = req.if_match()?;
+        let bases = old_bases(&state, &resource_type, &id).await?;
         let deleted = state.store.delete(&resource_type, &id, expected).await?;
+        after_write(&state, &resource_type, bases, None).await;
         let reply = Reply::empty(StatusCode::NO_CONTENT);
         Ok(match deleted {
             Some(v) => reply.header(header::ETAG, etag(v.version)),

@@ -24,7 +24,7 @@ use crate::fhir::datetime::format_instant;
 use crate::fhir::outcome::{operation_outcome, Issue, IssueType};
 use crate::fhir::summary::{self, Subset};
 use crate::search::query::{self, Filter, Predicate, Search, Summary};
-use crate::search::registry::{ParamType, Registry};
+use crate::search::registry::ParamType;
 use crate::store::Version;
 
 /// `GET [base]/[type]?...`
@@ -88,6 +88,7 @@ pub async fn compartment(
         if !crate::fhir::id::is_valid_id(&id) {
             return Err(Error::bad_request(format!("'{id}' is not a valid id")));
         }
+        let registry = state.store.indexer().registry();
         let Some(links) = params_by_type.get(resource_type.as_str()) else {
             return Err(Error::bad_request(format!(
                 "{resource_type} is not part of the {compartment} compartment"
@@ -95,7 +96,7 @@ pub async fn compartment(
         };
         let filters: Vec<Filter> = links
             .iter()
-            .filter(|code| Registry::r4().get(&resource_type, code).is_some())
+            .filter(|code| registry.get(&resource_type, code).is_some())
             .map(|code| Filter::Match {
                 param: code.clone(),
                 kind: ParamType::Reference,
@@ -198,7 +199,7 @@ async fn run(
 ) -> Result<Reply> {
     check_type(resource_type)?;
     let mut search = query::parse(
-        Registry::r4(),
+        &state.store.indexer().registry(),
         &state.base_url,
         resource_type,
         params,

@@ -76,6 +76,7 @@ impl SearchParam {
 }
 
 /// Every parameter of every resource type, by code.
+#[derive(Clone)]
 pub struct Registry {
     by_type: HashMap<&'static str, BTreeMap<String, Arc<SearchParam>>>,
 }
@@ -137,6 +138,73 @@ impl Registry {
                 }
             }
         }
+    }
+
+    /// The official parameters plus the custom SearchParameter resources in `custom` (active
+    /// ones with an expression Hearth can evaluate). A custom parameter never replaces an
+    /// official one of the same code. Returns the registry and, per refused resource, why.
+    pub fn with_custom(custom: &[Value]) -> (Registry, Vec<String>) {
+        let mut registry = Registry::r4().clone();
+        let mut refused = Vec::new();
+        for sp in custom {
+            let url = sp["url"].as_str().unwrap_or("(no url)");
+            if sp["status"] != "active" {
+                continue;
+            }
+            let Some(param) = parse_param(sp) else {
+                refused.push(format!("{url}: no code or an unknown type"));
+                continue;
+            };
+            if !param.is_indexed() {
+                refused.push(format!(
+                    "{url}: Hearth cannot index a {} parameter with this expression",
+                    param.kind.code()
+                ));
+                continue;
+            }
+            let bases: Vec<&str> = sp["base"]
+                .as_array()
+                .map(|b| b.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let free: Vec<&str> = bases
+                .into_iter()
+                .filter(|b| match Registry::r4().get(b, &param.code) {
+                    Some(official) => official.url == param.url,
+                    None => true,
+                })
+                .collect();
+            if free.is_empty() {
+                refused.push(format!(
+                    "{url}: the code '{}' is already an official parameter",
+                    param.code
+                ));
+                continue;
+            }
+            registry.add(Arc::new(param), &free);
+        }
+        (registry, refused)
+    }
+
+    /// The resource types a SearchParameter resource applies to.
+    pub fn bases_of(sp: &Value) -> Vec<String> {
+        let mut types = Vec::new();
+        for base in sp["base"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            match base {
+                "Resource" | "DomainResource" => {
+                    types.extend(RESOURCE_TYPES.iter().map(|t| t.to_string()))
+                }
+                t if RESOURCE_TYPES.contains(&t) => types.push(t.to_string()),
+                _ => {}
+            }
+        }
+        types.sort();
+        types.dedup();
+        types
     }
 
     /// The parameter `code` of `resource_type`.

@@ -25,14 +25,35 @@ use search_sql::{Bind, Dialect, PageCursor, Sql};
 
 /// What the store needs to index a resource: the search parameters, and the base URL that
 /// makes absolute references to this server local.
+/// The registry changes when SearchParameter resources are written, so it sits behind a lock
+/// and is handed out as a snapshot.
 pub struct Indexer {
-    pub registry: &'static Registry,
+    registry: std::sync::RwLock<Arc<Registry>>,
     pub base_url: String,
 }
 
 impl Indexer {
+    pub fn new(registry: Registry, base_url: String) -> Indexer {
+        Indexer {
+            registry: std::sync::RwLock::new(Arc::new(registry)),
+            base_url,
+        }
+    }
+
+    /// The current registry.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_registry(&self, registry: Registry) {
+        *self.registry.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(registry);
+    }
+
     pub fn rows(&self, resource: &Value) -> Vec<IndexRow> {
-        extract(self.registry, resource, &self.base_url)
+        extract(&self.registry(), resource, &self.base_url)
     }
 }
 
@@ -207,8 +228,9 @@ pub trait ResourceStore {
         body: Value,
         condition: (String, Sql),
     ) -> impl Future<Output = Result<std::result::Result<Version, Vec<Version>>>> + Send;
-    /// Recomputes the index rows of every current resource (after a registry change).
-    fn reindex(&self) -> impl Future<Output = Result<u64>> + Send;
+    /// Recomputes the index rows of every current resource of `types` (all types if `None`),
+    /// after a registry change.
+    fn reindex(&self, types: Option<&[String]>) -> impl Future<Output = Result<u64>> + Send;
 }
 
 /// The configured store: PostgreSQL or SQLite.
@@ -320,6 +342,37 @@ impl Store {
             next,
             total,
         })
+    }
+
+    /// The indexer this store writes with.
+    pub fn indexer(&self) -> &Arc<Indexer> {
+        match self {
+            Store::Postgres(s) => &s.indexer,
+            Store::Sqlite(s) => &s.indexer,
+        }
+    }
+
+    /// Rebuilds the registry from the official parameters and the active SearchParameter
+    /// resources stored here. Returns why any stored one was not taken.
+    pub async fn load_search_parameters(&self) -> Result<Vec<String>> {
+        let params = vec![("status".to_string(), "active".to_string())];
+        let search = crate::search::query::parse(
+            Registry::r4(),
+            &self.indexer().base_url,
+            "SearchParameter",
+            &params,
+            false,
+        )
+        .map_err(|e| Error::internal(e.message))?;
+        let custom: Vec<Value> = self
+            .matches(&search, 10_000)
+            .await?
+            .into_iter()
+            .filter_map(|v| v.body)
+            .collect();
+        let (registry, refused) = Registry::with_custom(&custom);
+        self.indexer().set_registry(registry);
+        Ok(refused)
     }
 
     /// The current resources matching `search`, at most `limit` (conditional interactions).
@@ -466,8 +519,8 @@ impl ResourceStore for Store {
     async fn count(&self, sql: Sql) -> Result<i64> {
         dispatch!(self, s => s.count(sql))
     }
-    async fn reindex(&self) -> Result<u64> {
-        dispatch!(self, s => s.reindex())
+    async fn reindex(&self, types: Option<&[String]>) -> Result<u64> {
+        dispatch!(self, s => s.reindex(types))
     }
     async fn create_unless(
         &self,

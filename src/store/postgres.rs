@@ -25,7 +25,7 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct PgStore {
     pub(super) pool: PgPool,
-    indexer: Arc<Indexer>,
+    pub(super) indexer: Arc<Indexer>,
 }
 
 /// A compiled search statement with its binds.
@@ -533,7 +533,7 @@ impl ResourceStore for PgStore {
             .map_err(db_error)
     }
 
-    async fn reindex(&self) -> Result<u64> {
+    async fn reindex(&self, types: Option<&[String]>) -> Result<u64> {
         let mut done = 0;
         let mut after = 0i64;
         loop {
@@ -541,9 +541,11 @@ impl ResourceStore for PgStore {
             let mut tx = self.pool.begin().await.map_err(db_error)?;
             let batch: Vec<(i64, String, Json<Value>)> = sqlx::query_as(
                 "SELECT key, type, body FROM resource WHERE key > $1 AND NOT deleted
+                 AND ($2::text[] IS NULL OR type = ANY($2))
                  ORDER BY key LIMIT 500 FOR UPDATE",
             )
             .bind(after)
+            .bind(types.map(<[String]>::to_vec))
             .fetch_all(&mut *tx)
             .await
             .map_err(db_error)?;

@@ -34,7 +34,7 @@ pub struct SqliteStore {
     /// SQLite has one writer at a time, and its busy handler polls unfairly: a writer can
     /// starve past any timeout under load. Writers queue here instead, first come first served.
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
-    indexer: Arc<Indexer>,
+    pub(super) indexer: Arc<Indexer>,
 }
 
 /// A compiled search statement with its binds.
@@ -492,7 +492,7 @@ impl ResourceStore for SqliteStore {
             .map_err(db_error)
     }
 
-    async fn reindex(&self) -> Result<u64> {
+    async fn reindex(&self, types: Option<&[String]>) -> Result<u64> {
         let mut done = 0;
         let mut after = 0i64;
         loop {
@@ -503,9 +503,12 @@ impl ResourceStore for SqliteStore {
                 .await
                 .map_err(db_error)?;
             let batch: Vec<(i64, String, String)> = sqlx::query_as(
-                "SELECT key, type, body FROM resource WHERE key > ?1 AND deleted = 0 ORDER BY key LIMIT 500",
+                "SELECT key, type, body FROM resource WHERE key > ?1 AND deleted = 0
+                 AND (?2 IS NULL OR type IN (SELECT value FROM json_each(?2)))
+                 ORDER BY key LIMIT 500",
             )
             .bind(after)
+            .bind(types.map(|t| serde_json::json!(t).to_string()))
             .fetch_all(&mut *tx)
             .await
             .map_err(db_error)?;
