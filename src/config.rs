@@ -52,6 +52,24 @@ pub struct Config {
     /// listen on anything but a loopback address unless this flag says you know.
     #[arg(long, env = "HEARTH_ALLOW_REMOTE_WITHOUT_AUTH")]
     pub allow_remote_without_auth: bool,
+
+    /// How unknown search parameters are handled when the client does not say
+    /// (`Prefer: handling=`): `strict` refuses them with 400, `lenient` ignores them and
+    /// reports them in the result Bundle. Conditional interactions are always strict.
+    #[arg(
+        long,
+        env = "HEARTH_SEARCH_HANDLING",
+        value_enum,
+        default_value = "strict"
+    )]
+    pub search_handling: Handling,
+}
+
+/// `Prefer: handling` when the client does not send it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Handling {
+    Strict,
+    Lenient,
 }
 
 impl Config {
@@ -67,6 +85,7 @@ impl Config {
             no_migrate: false,
             log_format: LogFormat::Text,
             allow_remote_without_auth: false,
+            search_handling: Handling::Strict,
         }
     }
 

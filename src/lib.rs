@@ -80,6 +80,7 @@ impl Hearth {
                 &store.indexer().registry(),
             )),
             started,
+            lenient_by_default: config.search_handling == config::Handling::Lenient,
         });
         Ok(Hearth {
             listener,

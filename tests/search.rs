@@ -1033,3 +1033,27 @@ async fn custom_search_parameters(s: &Server) {
     assert_eq!(r.status(), 204);
     expect_outcome(s.get("Patient?marital-status=M").await, 400).await;
 }
+
+/// `--search-handling lenient` makes lenient the default; a client can still ask for strict.
+/// (HTTP-layer behaviour: one backend is enough.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lenient_handling_as_server_default() {
+    let Some(s) = Server::start_with(common::Backend::Sqlite, |c| {
+        c.search_handling = hearth::config::Handling::Lenient
+    })
+    .await
+    else {
+        return;
+    };
+    patients(&s).await;
+    let b = search(&s, "Patient?nonsense=1&gender=male").await;
+    assert_eq!(matches(&b), set(&["bob"]));
+    let r = s
+        .client
+        .get(s.url("Patient?nonsense=1"))
+        .header("prefer", "handling=strict")
+        .send()
+        .await
+        .unwrap();
+    expect_outcome(r, 400).await;
+}

@@ -70,7 +70,7 @@ struct Params {
     echo: Vec<(String, String)>,
 }
 
-fn parse_params(req: &FhirRequest) -> Result<Params> {
+fn parse_params(req: &FhirRequest, state_lenient: bool) -> Result<Params> {
     let mut p = Params {
         since: None,
         at: None,
@@ -101,7 +101,7 @@ fn parse_params(req: &FhirRequest) -> Result<Params> {
                 );
                 continue;
             }
-            _ if req.lenient => continue,
+            _ if req.lenient(state_lenient) => continue,
             _ => {
                 return Err(bad(
                     "not a parameter of the history interaction (_since, _at, _count)",
@@ -148,7 +148,7 @@ pub(super) fn link(
 }
 
 async fn history(state: &AppState, req: &FhirRequest, scope: HistoryScope) -> Result<Reply> {
-    let params = parse_params(req)?;
+    let params = parse_params(req, state.lenient_by_default)?;
     let path = match &scope {
         HistoryScope::System => "/_history".to_string(),
         HistoryScope::Type(t) => format!("/{t}/_history"),

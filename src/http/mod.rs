@@ -42,6 +42,8 @@ pub struct Shared {
     pub capability: std::sync::RwLock<serde_json::Value>,
     /// When the server started, the CapabilityStatement's date.
     pub started: String,
+    /// `Prefer: handling=lenient` unless the client says otherwise.
+    pub lenient_by_default: bool,
 }
 
 impl std::ops::Deref for AppState {

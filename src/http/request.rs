@@ -26,11 +26,17 @@ pub struct FhirRequest {
     pub params: Vec<(String, String)>,
     pub headers: HeaderMap,
     pub prefer_return: Return,
-    /// `Prefer: handling=lenient`: ignore unknown parameters instead of refusing them.
-    pub lenient: bool,
+    /// `Prefer: handling=lenient` (true) or `strict` (false), if the client said.
+    pub handling: Option<bool>,
 }
 
 impl FhirRequest {
+    /// Whether unknown parameters are ignored: the client's `Prefer: handling`, else the
+    /// server's default.
+    pub fn lenient(&self, default: bool) -> bool {
+        self.handling.unwrap_or(default)
+    }
+
     pub fn params_format(&self) -> Option<&str> {
         self.format_param.as_deref()
     }
@@ -75,15 +81,15 @@ impl<S: Send + Sync> FromRequestParts<S> for FhirRequest {
             .and_then(|v| v.to_str().ok());
         let format = format::negotiate(format_param.as_deref(), accept);
 
-        let (mut prefer_return, mut lenient) = (Return::Representation, false);
+        let (mut prefer_return, mut handling) = (Return::Representation, None);
         for prefer in parts.headers.get_all("prefer") {
             for token in prefer.to_str().unwrap_or("").split([',', ';']) {
                 match token.trim().to_ascii_lowercase().replace(' ', "").as_str() {
                     "return=minimal" => prefer_return = Return::Minimal,
                     "return=representation" => prefer_return = Return::Representation,
                     "return=operationoutcome" => prefer_return = Return::OperationOutcome,
-                    "handling=lenient" => lenient = true,
-                    "handling=strict" => lenient = false,
+                    "handling=lenient" => handling = Some(true),
+                    "handling=strict" => handling = Some(false),
                     _ => {}
                 }
             }
@@ -95,7 +101,7 @@ impl<S: Send + Sync> FromRequestParts<S> for FhirRequest {
             params,
             headers: parts.headers.clone(),
             prefer_return,
-            lenient,
+            handling,
         })
     }
 }

@@ -203,7 +203,7 @@ async fn run(
         &state.base_url,
         resource_type,
         params,
-        req.lenient,
+        req.lenient(state.lenient_by_default),
     )
     .map_err(param_error)?;
     if let Some(scope) = scope {
