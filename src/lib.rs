@@ -58,7 +58,7 @@ impl Hearth {
             if !applied.is_empty() {
                 tracing::info!(?applied, "migrations applied");
             }
-            if applied.contains(&"search_index") {
+            if applied.iter().any(|m| m.starts_with("search_")) {
                 // Resources stored before search existed get their index rows now.
                 let n = store.reindex(None).await?;
                 tracing::info!(resources = n, "search index built");

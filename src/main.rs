@@ -108,7 +108,7 @@ async fn migrate(config: Config, reindex: bool) -> hearth::Result<()> {
     let store = hearth::store::Store::connect(&config.database_url(), 1, indexer).await?;
     let applied = store.migrate().await?;
     tracing::info!(?applied, "migrations up to date");
-    if reindex || applied.contains(&"search_index") {
+    if reindex || applied.iter().any(|m| m.starts_with("search_")) {
         for refused in store.load_search_parameters().await? {
             tracing::warn!(refused, "custom SearchParameter not used");
         }

@@ -27,6 +27,7 @@ on_both_backends!(
     injection_like_values_are_just_values,
     common_parameters,
     custom_search_parameters,
+    composite_parameters,
 );
 
 /// Runs a search and returns the bundle, asserting 200.
@@ -1056,4 +1057,83 @@ async fn lenient_handling_as_server_default() {
         .await
         .unwrap();
     expect_outcome(r, 400).await;
+}
+
+async fn composite_parameters(s: &Server) {
+    let loinc = |code: &str| json!({"coding": [{"system": "http://loinc.org", "code": code}]});
+    let mmhg = |v: f64| json!({"value": v, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"});
+    put(
+        s,
+        json!({"resourceType": "Observation", "id": "sys-high", "status": "final",
+        "code": loinc("8480-6"), "valueQuantity": mmhg(150.0)}),
+    )
+    .await;
+    put(
+        s,
+        json!({"resourceType": "Observation", "id": "sys-low", "status": "final",
+        "code": loinc("8480-6"), "valueQuantity": mmhg(95.0)}),
+    )
+    .await;
+    put(s, json!({"resourceType": "Observation", "id": "bp", "status": "final", "code": loinc("85354-9"),
+        "component": [
+            {"code": loinc("8480-6"), "valueQuantity": mmhg(120.0)},
+            {"code": loinc("8462-4"), "valueQuantity": mmhg(80.0)}]})).await;
+    put(s, json!({"resourceType": "Observation", "id": "smoker", "status": "final", "code": loinc("72166-2"),
+        "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": "449868002"}]}})).await;
+
+    assert_eq!(
+        ids(
+            s,
+            "Observation?code-value-quantity=http://loinc.org|8480-6$gt100"
+        )
+        .await,
+        set(&["sys-high"])
+    );
+    assert_eq!(
+        ids(s, "Observation?code-value-quantity=8480-6$lt100").await,
+        set(&["sys-low"])
+    );
+    assert_eq!(
+        ids(
+            s,
+            "Observation?code-value-quantity=8480-6$gt100,8480-6$lt100"
+        )
+        .await,
+        set(&["sys-high", "sys-low"])
+    );
+    // Components pair up within one element: 120 belongs to systolic, not to diastolic.
+    assert_eq!(
+        ids(s, "Observation?component-code-value-quantity=8480-6$gt100").await,
+        set(&["bp"])
+    );
+    assert_eq!(
+        ids(s, "Observation?component-code-value-quantity=8462-4$gt100").await,
+        set(&[])
+    );
+    assert_eq!(
+        ids(
+            s,
+            "Observation?component-code-value-quantity=8462-4$80||mm[Hg]"
+        )
+        .await,
+        set(&["bp"])
+    );
+    assert_eq!(
+        ids(s, "Observation?combo-code-value-quantity=8480-6$ge120").await,
+        set(&["sys-high", "bp"])
+    );
+    assert_eq!(
+        ids(
+            s,
+            "Observation?code-value-concept=72166-2$http://snomed.info/sct|449868002"
+        )
+        .await,
+        set(&["smoker"])
+    );
+    expect_outcome(s.get("Observation?code-value-quantity=8480-6").await, 400).await;
+    expect_outcome(
+        s.get("Observation?code-value-quantity=8480-6$high").await,
+        400,
+    )
+    .await;
 }

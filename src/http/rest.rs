@@ -144,6 +144,10 @@ async fn after_write(
     }
     bases.sort();
     bases.dedup();
+    if bases.is_empty() {
+        // Neither the old nor the new version is active: nothing searchable changed.
+        return;
+    }
     match state.store.load_search_parameters().await {
         Ok(refused) => {
             for r in refused {

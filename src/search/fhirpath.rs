@@ -444,7 +444,21 @@ impl Expression {
                 .and_then(Value::as_str)
                 .map_or("", intern),
         };
-        let items = eval(&self.root, &root, &[Item::Node(root)]);
+        self.evaluate_at(resource, root)
+    }
+
+    /// Evaluates with `focus` (a node of `resource`) as the input, as the components of a
+    /// composite SearchParameter are (<https://hl7.org/fhir/R4/searchparameter.html>);
+    /// `%resource` is still the whole resource.
+    pub fn evaluate_at<'a>(&self, resource: &'a Value, focus: Node<'a>) -> Vec<Node<'a>> {
+        let root = Node {
+            value: resource,
+            type_name: resource
+                .get("resourceType")
+                .and_then(Value::as_str)
+                .map_or("", intern),
+        };
+        let items = eval(&self.root, &root, &[Item::Node(focus)]);
         items
             .into_iter()
             .filter_map(|item| match item {

@@ -58,6 +58,8 @@ pub enum IndexValue {
     Uri {
         value: String,
     },
+    /// One value per component, taken from the same element.
+    Composite(Vec<IndexValue>),
 }
 
 /// A value of the parameter `param` (its code).
@@ -85,7 +87,11 @@ pub fn extract(registry: &Registry, resource: &Value, base_url: &str) -> Vec<Ind
             continue;
         };
         for node in expression.evaluate(resource) {
-            values_of(param, &node, base_url, &mut rows);
+            if param.kind == ParamType::Composite {
+                composites(param, resource, node, base_url, &mut rows);
+            } else {
+                values_of(&param.code, param.kind, &node, base_url, &mut rows);
+            }
         }
     }
     rows.dedup();
@@ -106,10 +112,59 @@ fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
 }
 
-fn values_of(param: &SearchParam, node: &Node<'_>, base_url: &str, rows: &mut Vec<IndexRow>) {
-    let code = param.code.as_str();
+/// The most value combinations one composite element may produce.
+const MAX_COMBINATIONS: usize = 64;
+
+/// The rows of a composite parameter for one element: every combination of its components'
+/// values (e.g. each coding of `code` with the `valueQuantity`).
+fn composites<'a>(
+    param: &SearchParam,
+    resource: &'a Value,
+    node: Node<'a>,
+    base_url: &str,
+    rows: &mut Vec<IndexRow>,
+) {
+    let mut combos: Vec<Vec<IndexValue>> = vec![Vec::new()];
+    for component in &param.components {
+        let mut values = Vec::new();
+        for n in component.expression.evaluate_at(resource, node) {
+            let mut tmp = Vec::new();
+            values_of("", component.kind, &n, base_url, &mut tmp);
+            values.extend(
+                tmp.into_iter()
+                    .filter(|r| r.param.is_empty())
+                    .map(|r| r.value),
+            );
+        }
+        if values.is_empty() {
+            return;
+        }
+        combos = combos
+            .into_iter()
+            .flat_map(|c| {
+                values.iter().map(move |v| {
+                    let mut c = c.clone();
+                    c.push(v.clone());
+                    c
+                })
+            })
+            .take(MAX_COMBINATIONS)
+            .collect();
+    }
+    for combo in combos {
+        push(rows, &param.code, IndexValue::Composite(combo));
+    }
+}
+
+fn values_of(
+    code: &str,
+    kind: ParamType,
+    node: &Node<'_>,
+    base_url: &str,
+    rows: &mut Vec<IndexRow>,
+) {
     let v = node.value;
-    match param.kind {
+    match kind {
         ParamType::String => strings(v, &mut |s| {
             push(
                 rows,

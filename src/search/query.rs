@@ -153,6 +153,8 @@ pub enum Predicate {
         mode: UriMode,
         value: String,
     },
+    /// All components match, in the same element (`code$value`).
+    Composite(Vec<Predicate>),
 }
 
 #[derive(Debug, Clone)]
@@ -445,6 +447,10 @@ pub fn parse_filter(
         (ParamType::Quantity, None) => split_or(value)
             .iter()
             .map(|v| quantity_value(key, v))
+            .collect::<Parsed<_>>()?,
+        (ParamType::Composite, None) => split_or(value)
+            .iter()
+            .map(|v| composite_value(key, &param, v, base_url))
             .collect::<Parsed<_>>()?,
         (ParamType::Uri, None) => uri_values(value, UriMode::Exact),
         (ParamType::Uri, Some("below")) => uri_values(value, UriMode::Below),
@@ -772,6 +778,39 @@ fn quantity_value(key: &str, raw: &str) -> Parsed<Predicate> {
         system,
         code,
     })
+}
+
+/// `a$b[$c]`: one value per component, each parsed as its component's type.
+/// <https://hl7.org/fhir/R4/search.html#composite>
+fn composite_value(key: &str, param: &SearchParam, raw: &str, base_url: &str) -> Parsed<Predicate> {
+    let parts = split_unescaped(raw, '$');
+    if parts.len() != param.components.len() {
+        return err(
+            key,
+            format!(
+                "'{raw}' needs {} values separated by '$'",
+                param.components.len()
+            ),
+        );
+    }
+    let mut predicates = Vec::new();
+    for (part, component) in parts.iter().zip(&param.components) {
+        let one = match component.kind {
+            ParamType::String => string_values(part, StringMode::Prefix).pop(),
+            ParamType::Token => token_values(key, part)?.pop(),
+            ParamType::Date => Some(date_value(key, part)?),
+            ParamType::Number => Some(number_value(key, part)?),
+            ParamType::Quantity => Some(quantity_value(key, part)?),
+            ParamType::Uri => uri_values(part, UriMode::Exact).pop(),
+            ParamType::Reference => Some(reference_value(key, param, None, part, base_url)?),
+            ParamType::Composite | ParamType::Special => None,
+        };
+        match one {
+            Some(p) => predicates.push(p),
+            None => return err(key, format!("'{part}' is not a value for this component")),
+        }
+    }
+    Ok(Predicate::Composite(predicates))
 }
 
 /// `Type/id`, `id` (with `:Type` or a single target), or an absolute URL.

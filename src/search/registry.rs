@@ -66,12 +66,34 @@ pub struct SearchParam {
     pub expression: Option<Expression>,
     /// For references: the resource types it may point to.
     pub targets: Vec<String>,
+    /// For composites: each component's type and expression (relative to the element the
+    /// composite's expression selects).
+    pub components: Vec<Component>,
+}
+
+/// One component of a composite parameter.
+#[derive(Debug)]
+pub struct Component {
+    pub kind: ParamType,
+    pub expression: Expression,
 }
 
 impl SearchParam {
     /// Whether values are extracted into the index for this parameter.
     pub fn is_indexed(&self) -> bool {
-        self.expression.is_some() && !matches!(self.kind, ParamType::Composite | ParamType::Special)
+        match self.kind {
+            ParamType::Special => false,
+            // Up to three components of simple types: every R4 composite.
+            ParamType::Composite => {
+                self.expression.is_some()
+                    && (2..=3).contains(&self.components.len())
+                    && self
+                        .components
+                        .iter()
+                        .all(|c| !matches!(c.kind, ParamType::Composite | ParamType::Special))
+            }
+            _ => self.expression.is_some(),
+        }
     }
 }
 
@@ -79,6 +101,8 @@ impl SearchParam {
 #[derive(Clone)]
 pub struct Registry {
     by_type: HashMap<&'static str, BTreeMap<String, Arc<SearchParam>>>,
+    /// The type of every parameter by canonical url (composite components refer to them).
+    kinds: HashMap<String, ParamType>,
 }
 
 /// Types that are not DomainResources: `DomainResource` parameters do not apply to them.
@@ -103,10 +127,22 @@ impl Registry {
                 .iter()
                 .map(|t| (*t, BTreeMap::new()))
                 .collect(),
+            kinds: HashMap::new(),
         };
         let entries = bundle["entry"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        let kinds: HashMap<String, ParamType> = entries
+            .iter()
+            .filter_map(|e| {
+                let r = &e["resource"];
+                Some((
+                    r["url"].as_str()?.to_string(),
+                    ParamType::parse(r["type"].as_str()?)?,
+                ))
+            })
+            .collect();
+        registry.kinds = kinds.clone();
         for entry in entries {
-            if let Some(param) = parse_param(&entry["resource"]) {
+            if let Some(param) = parse_param(&entry["resource"], &kinds) {
                 let bases = entry["resource"]["base"]
                     .as_array()
                     .map(|b| b.iter().filter_map(Value::as_str).collect::<Vec<_>>())
@@ -151,7 +187,7 @@ impl Registry {
             if sp["status"] != "active" {
                 continue;
             }
-            let Some(param) = parse_param(sp) else {
+            let Some(param) = parse_param(sp, &registry.kinds) else {
                 refused.push(format!("{url}: no code or an unknown type"));
                 continue;
             };
@@ -185,9 +221,13 @@ impl Registry {
         (registry, refused)
     }
 
-    /// The resource types a SearchParameter resource applies to.
+    /// The resource types an active SearchParameter resource applies to (none for a
+    /// draft or retired one: it does not change what is indexed).
     pub fn bases_of(sp: &Value) -> Vec<String> {
         let mut types = Vec::new();
+        if sp["status"] != "active" {
+            return types;
+        }
         for base in sp["base"]
             .as_array()
             .into_iter()
@@ -221,7 +261,7 @@ impl Registry {
     }
 }
 
-fn parse_param(sp: &Value) -> Option<SearchParam> {
+fn parse_param(sp: &Value, kinds: &HashMap<String, ParamType>) -> Option<SearchParam> {
     let code = sp["code"].as_str()?.to_string();
     let kind = ParamType::parse(sp["type"].as_str()?)?;
     let expression = match sp["expression"].as_str() {
@@ -249,6 +289,19 @@ fn parse_param(sp: &Value) -> Option<SearchParam> {
                     .collect()
             })
             .unwrap_or_default(),
+        components: sp["component"]
+            .as_array()
+            .map(|cs| {
+                cs.iter()
+                    .filter_map(|c| {
+                        Some(Component {
+                            kind: *kinds.get(c["definition"].as_str()?)?,
+                            expression: fhirpath::parse(c["expression"].as_str()?).ok()?,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 
@@ -273,5 +326,11 @@ mod tests {
         assert_eq!(subject.kind, ParamType::Reference);
         assert!(subject.targets.iter().any(|t| t == "Patient"));
         assert!(r.get("Patient", "nonsense").is_none());
+        let composite = r
+            .get("Observation", "code-value-quantity")
+            .expect("composite");
+        assert_eq!(composite.components.len(), 2, "{composite:?}");
+        assert_eq!(composite.components[1].kind, ParamType::Quantity);
+        assert!(composite.is_indexed());
     }
 }

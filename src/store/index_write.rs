@@ -14,11 +14,13 @@ pub fn table_of(kind: ParamType) -> &'static str {
         ParamType::Number => "search_number",
         ParamType::Quantity => "search_quantity",
         ParamType::Reference => "search_reference",
-        ParamType::Uri | ParamType::Composite | ParamType::Special => "search_uri",
+        ParamType::Composite => "search_composite",
+        ParamType::Uri | ParamType::Special => "search_uri",
     }
 }
 
-pub const TABLES: [&str; 7] = [
+pub const TABLES: [&str; 8] = [
+    "search_composite",
     "search_string",
     "search_token",
     "search_date",
@@ -40,6 +42,74 @@ fn table_and_columns(value: &IndexValue) -> (&'static str, &'static str) {
         IndexValue::Quantity { .. } => ("search_quantity", "value, system, code, unit"),
         IndexValue::Reference { .. } => ("search_reference", "target_type, target_id, url"),
         IndexValue::Uri { .. } => ("search_uri", "value"),
+        IndexValue::Composite(_) => (
+            "search_composite",
+            "c0_t, c0_x, c0_lo, c0_hi, c0_u, c1_t, c1_x, c1_lo, c1_hi, c1_u, \
+             c2_t, c2_x, c2_lo, c2_hi, c2_u",
+        ),
+    }
+}
+
+/// A composite component as (t, x, lo, hi, u): see `Cols::component` in search_sql.
+fn component(sql: &mut Sql, value: Option<&IndexValue>) {
+    let (t, x, lo, hi, u): (
+        Option<&String>,
+        Option<&String>,
+        Option<f64>,
+        Option<f64>,
+        Option<&String>,
+    ) = match value {
+        None | Some(IndexValue::Composite(_)) => (None, None, None, None, None),
+        Some(IndexValue::String { folded, exact }) => (Some(folded), Some(exact), None, None, None),
+        Some(IndexValue::Token { system, code, text }) => {
+            (code.as_ref(), system.as_ref(), None, None, text.as_ref())
+        }
+        Some(IndexValue::Date { lo, hi }) => (None, None, Some(*lo as f64), Some(*hi as f64), None),
+        Some(IndexValue::Number { value }) => (None, None, Some(*value), None, None),
+        Some(IndexValue::Quantity {
+            value,
+            system,
+            code,
+            unit,
+        }) => (
+            code.as_ref(),
+            system.as_ref(),
+            Some(*value),
+            None,
+            unit.as_ref(),
+        ),
+        Some(IndexValue::Reference {
+            target_type,
+            target_id,
+            url,
+        }) => (
+            target_id.as_ref(),
+            target_type.as_ref(),
+            None,
+            None,
+            url.as_ref(),
+        ),
+        Some(IndexValue::Uri { value }) => (Some(value), None, None, None, None),
+    };
+    opt(sql, &t.cloned());
+    sql.push(", ");
+    opt(sql, &x.cloned());
+    sql.push(", ");
+    float(sql, lo);
+    sql.push(", ");
+    float(sql, hi);
+    sql.push(", ");
+    opt(sql, &u.cloned());
+}
+
+fn float(sql: &mut Sql, v: Option<f64>) {
+    match v {
+        Some(f) => {
+            sql.bind(Bind::Float(f));
+        }
+        None => {
+            sql.push("NULL");
+        }
     }
 }
 
@@ -98,6 +168,14 @@ fn values(sql: &mut Sql, value: &IndexValue) {
         }
         IndexValue::Uri { value } => {
             sql.text_bind(value);
+        }
+        IndexValue::Composite(parts) => {
+            for n in 0..3 {
+                if n > 0 {
+                    sql.push(", ");
+                }
+                component(sql, parts.get(n));
+            }
         }
     }
 }

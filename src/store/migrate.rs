@@ -42,8 +42,10 @@ macro_rules! migration {
 pub const POSTGRES: &[Migration] = &[
     migration!("postgres", 0001, "resources"),
     migration!("postgres", 0002, "search_index"),
+    migration!("postgres", 0003, "search_composite"),
 ];
 pub const SQLITE: &[Migration] = &[
     migration!("sqlite", 0001, "resources"),
     migration!("sqlite", 0002, "search_index"),
+    migration!("sqlite", 0003, "search_composite"),
 ];

@@ -542,7 +542,7 @@ impl ResourceStore for PgStore {
             let batch: Vec<(i64, String, Json<Value>)> = sqlx::query_as(
                 "SELECT key, type, body FROM resource WHERE key > $1 AND NOT deleted
                  AND ($2::text[] IS NULL OR type = ANY($2))
-                 ORDER BY key LIMIT 500 FOR UPDATE",
+                 ORDER BY key LIMIT 200 FOR UPDATE",
             )
             .bind(after)
             .bind(types.map(<[String]>::to_vec))

@@ -137,7 +137,7 @@ pub fn filter(sql: &mut Sql, f: &Filter, r: &str, rtype: &str) {
                 if n > 0 {
                     sql.push(" OR ");
                 }
-                predicate(sql, v, &i);
+                predicate(sql, v, &Cols::of(&i));
             }
             sql.push("))");
         }
@@ -225,63 +225,53 @@ pub fn filter(sql: &mut Sql, f: &Filter, r: &str, rtype: &str) {
     }
 }
 
-/// One value of a parameter against the index row `i`.
-fn predicate(sql: &mut Sql, p: &Predicate, i: &str) {
+/// One value of a parameter against the index columns `c`.
+fn predicate(sql: &mut Sql, p: &Predicate, c: &Cols) {
     match p {
         Predicate::String { mode, value } => match mode {
-            StringMode::Prefix => {
-                sql.push(&format!("({i}.folded >= ")).text_bind(value);
-                sql.push(&format!(" AND {i}.folded < "))
-                    .text_bind(&prefix_upper_bound(value));
-                sql.push(")");
-            }
+            StringMode::Prefix => prefix_range(sql, &c.folded, value),
             StringMode::Contains => {
-                sql.push(&format!("{i}.folded LIKE "))
+                sql.push(&format!("{} LIKE ", c.folded))
                     .text_bind(&format!("%{}%", like_escape(value)));
                 sql.push(" ESCAPE '\\'");
             }
             StringMode::Exact => {
-                sql.push(&format!("{i}.exact = ")).text_bind(value);
+                sql.push(&format!("{} = ", c.exact)).text_bind(value);
             }
         },
         Predicate::Token { system, code } => {
-            sql.push("(");
-            let mut and = false;
+            let mut terms: Vec<(String, Option<&str>)> = Vec::new();
             if let Some(code) = code {
-                sql.push(&format!("{i}.code = ")).text_bind(code);
-                and = true;
+                terms.push((format!("{} = ", c.code), Some(code)));
             }
             match system {
                 SystemMatch::Any => {}
-                SystemMatch::Absent => {
-                    sql.push(if and { " AND " } else { "" });
-                    sql.push(&format!("{i}.system IS NULL"));
-                    and = true;
+                SystemMatch::Absent => terms.push((format!("{} IS NULL", c.system), None)),
+                SystemMatch::Is(s) => terms.push((format!("{} = ", c.system), Some(s))),
+            }
+            sql.push("(");
+            for (n, (term, bind)) in terms.iter().enumerate() {
+                if n > 0 {
+                    sql.push(" AND ");
                 }
-                SystemMatch::Is(s) => {
-                    sql.push(if and { " AND " } else { "" });
-                    sql.push(&format!("{i}.system = ")).text_bind(s);
-                    and = true;
+                sql.push(term);
+                if let Some(b) = bind {
+                    sql.text_bind(b);
                 }
             }
-            if !and {
+            if terms.is_empty() {
                 sql.push("1 = 1");
             }
             sql.push(")");
         }
-        Predicate::TokenText(text) => {
-            sql.push(&format!("({i}.text >= ")).text_bind(text);
-            sql.push(&format!(" AND {i}.text < "))
-                .text_bind(&prefix_upper_bound(text));
-            sql.push(")");
-        }
-        Predicate::Date { prefix, lo, hi } => date(sql, *prefix, *lo, *hi, i),
+        Predicate::TokenText(text) => prefix_range(sql, &c.text, text),
+        Predicate::Date { prefix, lo, hi } => date(sql, *prefix, *lo, *hi, &c.lo, &c.hi),
         Predicate::Number {
             prefix,
             value,
             lo,
             hi,
-        } => number(sql, *prefix, *value, *lo, *hi, &format!("{i}.value")),
+        } => number(sql, *prefix, *value, *lo, *hi, &c.value),
         Predicate::Quantity {
             prefix,
             value,
@@ -291,16 +281,16 @@ fn predicate(sql: &mut Sql, p: &Predicate, i: &str) {
             code,
         } => {
             sql.push("(");
-            number(sql, *prefix, *value, *lo, *hi, &format!("{i}.value"));
+            number(sql, *prefix, *value, *lo, *hi, &c.value);
             if let Some(s) = system {
-                sql.push(&format!(" AND {i}.system = ")).text_bind(s);
+                sql.push(&format!(" AND {} = ", c.system)).text_bind(s);
             }
-            if let Some(c) = code {
+            if let Some(u) = code {
                 if system.is_some() {
-                    sql.push(&format!(" AND {i}.code = ")).text_bind(c);
+                    sql.push(&format!(" AND {} = ", c.code)).text_bind(u);
                 } else {
-                    sql.push(&format!(" AND ({i}.code = ")).text_bind(c);
-                    sql.push(&format!(" OR {i}.unit = ")).text_bind(c);
+                    sql.push(&format!(" AND ({} = ", c.code)).text_bind(u);
+                    sql.push(&format!(" OR {} = ", c.unit)).text_bind(u);
                     sql.push(")");
                 }
             }
@@ -313,39 +303,116 @@ fn predicate(sql: &mut Sql, p: &Predicate, i: &str) {
         } => {
             sql.push("(");
             if let Some(url) = url {
-                sql.push(&format!("{i}.url = ")).text_bind(url);
+                sql.push(&format!("{} = ", c.url)).text_bind(url);
             } else {
-                sql.push(&format!("{i}.target_id = "))
+                sql.push(&format!("{} = ", c.target_id))
                     .text_bind(id.as_deref().unwrap_or_default());
                 if let Some(t) = target_type {
-                    sql.push(&format!(" AND {i}.target_type = ")).text_bind(t);
+                    sql.push(&format!(" AND {} = ", c.target_type)).text_bind(t);
                 }
             }
             sql.push(")");
         }
         Predicate::Uri { mode, value } => match mode {
             UriMode::Exact => {
-                sql.push(&format!("{i}.value = ")).text_bind(value);
+                sql.push(&format!("{} = ", c.value)).text_bind(value);
             }
-            UriMode::Below => {
-                sql.push(&format!("({i}.value >= ")).text_bind(value);
-                sql.push(&format!(" AND {i}.value < "))
-                    .text_bind(&prefix_upper_bound(value));
-                sql.push(")");
-            }
+            UriMode::Below => prefix_range(sql, &c.value, value),
             UriMode::Above => {
                 sql.push("substr(").text_bind(value);
-                sql.push(&format!(", 1, length({i}.value)) = {i}.value"));
+                sql.push(&format!(", 1, length({v})) = {v}", v = c.value));
             }
         },
+        Predicate::Composite(parts) => {
+            sql.push("(");
+            for (n, part) in parts.iter().enumerate() {
+                if n > 0 {
+                    sql.push(" AND ");
+                }
+                predicate(sql, part, &c.component(n));
+            }
+            sql.push(")");
+        }
+    }
+}
+
+/// `column` starts with `prefix`, as a range an index can serve.
+fn prefix_range(sql: &mut Sql, column: &str, prefix: &str) {
+    sql.push(&format!("({column} >= ")).text_bind(prefix);
+    sql.push(&format!(" AND {column} < "))
+        .text_bind(&prefix_upper_bound(prefix));
+    sql.push(")");
+}
+
+/// The columns a predicate compares, by role: those of one index table, or of one component
+/// of a composite row.
+pub struct Cols {
+    alias: String,
+    folded: String,
+    exact: String,
+    code: String,
+    system: String,
+    text: String,
+    lo: String,
+    hi: String,
+    value: String,
+    unit: String,
+    target_id: String,
+    target_type: String,
+    url: String,
+}
+
+impl Cols {
+    /// The columns of the index tables of migration 0002, on alias `i`.
+    pub fn of(i: &str) -> Cols {
+        let col = |name: &str| format!("{i}.{name}");
+        Cols {
+            alias: i.to_string(),
+            folded: col("folded"),
+            exact: col("exact"),
+            code: col("code"),
+            system: col("system"),
+            text: col("text"),
+            lo: col("lo"),
+            hi: col("hi"),
+            value: col("value"),
+            unit: col("unit"),
+            target_id: col("target_id"),
+            target_type: col("target_type"),
+            url: col("url"),
+        }
+    }
+
+    /// The columns of component `n` of a `search_composite` row (see migration 0003): `t`
+    /// holds the main text (folded string, code, id, uri), `x` the second text (exact
+    /// string, system, target type), `lo`/`hi` the numbers, `u` the unit, display or url.
+    fn component(&self, n: usize) -> Cols {
+        let i = &self.alias;
+        let col = |name: &str| format!("{i}.c{n}_{name}");
+        Cols {
+            alias: i.clone(),
+            folded: col("t"),
+            exact: col("x"),
+            code: col("t"),
+            system: col("x"),
+            text: col("u"),
+            lo: col("lo"),
+            hi: col("hi"),
+            // numbers and quantities; composites have no uri components in R4
+            value: col("lo"),
+            unit: col("u"),
+            target_id: col("t"),
+            target_type: col("x"),
+            url: col("u"),
+        }
     }
 }
 
 /// A date prefix against the index row's [lo, hi). <https://hl7.org/fhir/R4/search.html#prefix>
-fn date(sql: &mut Sql, prefix: Prefix, lo: Micros, hi: Micros, i: &str) {
+fn date(sql: &mut Sql, prefix: Prefix, lo: Micros, hi: Micros, lo_col: &str, hi_col: &str) {
     let eq = |sql: &mut Sql| {
-        sql.push(&format!("({i}.lo >= ")).int(lo);
-        sql.push(&format!(" AND {i}.hi <= ")).int(hi);
+        sql.push(&format!("({lo_col} >= ")).int(lo);
+        sql.push(&format!(" AND {hi_col} <= ")).int(hi);
         sql.push(")");
     };
     match prefix {
@@ -355,36 +422,36 @@ fn date(sql: &mut Sql, prefix: Prefix, lo: Micros, hi: Micros, i: &str) {
             eq(sql);
         }
         Prefix::Gt => {
-            sql.push(&format!("{i}.hi > ")).int(hi);
+            sql.push(&format!("{hi_col} > ")).int(hi);
         }
         Prefix::Lt => {
-            sql.push(&format!("{i}.lo < ")).int(lo);
+            sql.push(&format!("{lo_col} < ")).int(lo);
         }
         Prefix::Ge => {
-            sql.push(&format!("({i}.hi > ")).int(hi);
+            sql.push(&format!("({hi_col} > ")).int(hi);
             sql.push(" OR ");
             eq(sql);
             sql.push(")");
         }
         Prefix::Le => {
-            sql.push(&format!("({i}.lo < ")).int(lo);
+            sql.push(&format!("({lo_col} < ")).int(lo);
             sql.push(" OR ");
             eq(sql);
             sql.push(")");
         }
         Prefix::Sa => {
-            sql.push(&format!("{i}.lo >= ")).int(hi);
+            sql.push(&format!("{lo_col} >= ")).int(hi);
         }
         Prefix::Eb => {
-            sql.push(&format!("{i}.hi <= ")).int(lo);
+            sql.push(&format!("{hi_col} <= ")).int(lo);
         }
         Prefix::Ap => {
             // Approximately: the search range widened by 10% of its distance from now.
             let now = chrono::Utc::now().timestamp_micros();
             let widen = ((now - lo).abs() / 10).max(86_400_000_000);
-            sql.push(&format!("({i}.lo < "))
+            sql.push(&format!("({lo_col} < "))
                 .int(hi.saturating_add(widen));
-            sql.push(&format!(" AND {i}.hi > "))
+            sql.push(&format!(" AND {hi_col} > "))
                 .int(lo.saturating_sub(widen));
             sql.push(")");
         }

@@ -505,7 +505,7 @@ impl ResourceStore for SqliteStore {
             let batch: Vec<(i64, String, String)> = sqlx::query_as(
                 "SELECT key, type, body FROM resource WHERE key > ?1 AND deleted = 0
                  AND (?2 IS NULL OR type IN (SELECT value FROM json_each(?2)))
-                 ORDER BY key LIMIT 500",
+                 ORDER BY key LIMIT 200",
             )
             .bind(after)
             .bind(types.map(|t| serde_json::json!(t).to_string()))
