@@ -1338,12 +1338,7 @@ fn str_of<'a>(v: &'a Value, pointer: &str) -> &'a str {
 }
 
 /// Checks a page's content against what the generator wrote.
-fn check(
-    expect: &Expect,
-    matches: &[&Value],
-    included: &[&Value],
-    count: usize,
-) -> Result<(), String> {
+fn check(expect: &Expect, matches: &[&Value], included: &[&Value]) -> Result<(), String> {
     let fail = |what: String| Err(what);
     match expect {
         Expect::FamilyPrefix(prefix) => {
@@ -1512,7 +1507,7 @@ async fn run_one(client: &reqwest::Client, base: &str, req: &Request) -> Outcome
                 req.total
             ))
         } else {
-            check(&req.expect, &matches, &included, count).err()
+            check(&req.expect, &matches, &included).err()
         },
         entries: matches.len() + included.len(),
         matches: matches.len(),

@@ -28,6 +28,7 @@ on_both_backends!(
     common_parameters,
     custom_search_parameters,
     composite_parameters,
+    system_search,
 );
 
 /// Runs a search and returns the bundle, asserting 200.
@@ -1136,4 +1137,73 @@ async fn composite_parameters(s: &Server) {
         400,
     )
     .await;
+}
+
+async fn system_search(s: &Server) {
+    observations_for_anna_and_bob(s).await;
+    let both = |b: &Value| -> BTreeSet<String> {
+        b["entry"]
+            .as_array()
+            .map(|es| {
+                es.iter()
+                    .map(|e| {
+                        format!(
+                            "{}/{}",
+                            e["resource"]["resourceType"].as_str().unwrap(),
+                            e["resource"]["id"].as_str().unwrap()
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let b = search(s, "?_id=anna,o-anna,drwho").await;
+    assert_eq!(
+        both(&b),
+        set(&["Patient/anna", "Observation/o-anna", "Practitioner/drwho"])
+    );
+    let b = search(s, "?_type=Patient,Observation&_id=anna,o-anna,drwho").await;
+    assert_eq!(both(&b), set(&["Patient/anna", "Observation/o-anna"]));
+    // A parameter both types have.
+    let b = search(s, "?_type=Patient,Practitioner&name=who").await;
+    assert_eq!(both(&b), set(&["Practitioner/drwho"]));
+    // Paging across types.
+    let mut seen = BTreeSet::new();
+    let mut url = s.url("?_type=Patient,Observation,Practitioner&_count=2&_sort=_id");
+    for _ in 0..10 {
+        let b: Value = s
+            .client
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        seen.extend(both(&b));
+        match b["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+        {
+            Some(next) => url = next["url"].as_str().unwrap().to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 7, "{seen:?}");
+    // POST form, and refusals.
+    let r = s
+        .client
+        .post(s.url("_search"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("_type=Observation&subject=Patient%2Fanna")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(both(&r.json().await.unwrap()), set(&["Observation/o-anna"]));
+    expect_outcome(s.get("?_type=Patient,Observation&name=x").await, 400).await;
+    expect_outcome(s.get("?_type=Banana").await, 400).await;
+    expect_outcome(s.get("?family=x").await, 400).await;
 }

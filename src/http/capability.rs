@@ -84,7 +84,7 @@ pub fn statement(base_url: &str, started: &str, registry: &Registry) -> Value {
         "rest": [{
             "mode": "server",
             "resource": resources,
-            "interaction": [{"code": "history-system"}],
+            "interaction": [{"code": "history-system"}, {"code": "search-system"}],
         }],
     })
 }

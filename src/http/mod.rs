@@ -63,6 +63,8 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     use axum::routing::{get as g, post};
     let fhir = Router::new()
+        .route("/", g(search::system_get))
+        .route("/_search", post(search::system_post))
         .route("/metadata", g(capability::metadata))
         .route("/_history", g(history::system))
         .route(
@@ -84,6 +86,8 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .nest("/fhir", fhir)
+        // `[base]/?...` as many clients write the system search.
+        .route("/fhir/", get(search::system_get))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -22,10 +22,98 @@ use super::AppState;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fhir::datetime::format_instant;
 use crate::fhir::outcome::{operation_outcome, Issue, IssueType};
+use crate::fhir::resource_type::RESOURCE_TYPES;
 use crate::fhir::summary::{self, Subset};
 use crate::search::query::{self, Filter, Predicate, Search, Summary};
 use crate::search::registry::ParamType;
 use crate::store::Version;
+
+/// `GET [base]?_type=...&...`: a search across resource types (every type without `_type`),
+/// with the parameters every one of those types has. <https://hl7.org/fhir/R4/search.html#all>
+pub async fn system_get(State(state): State<AppState>, req: FhirRequest) -> Response {
+    let result = system(&state, &req, &req.params).await;
+    req.respond(result)
+}
+
+async fn system(state: &AppState, req: &FhirRequest, params: &[(String, String)]) -> Result<Reply> {
+    let mut types: Vec<String> = Vec::new();
+    let mut rest = Vec::new();
+    for (k, v) in params {
+        if k == "_type" {
+            for t in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                check_type(t)?;
+                types.push(t.to_string());
+            }
+        } else {
+            rest.push((k.clone(), v.clone()));
+        }
+    }
+    let listed = !types.is_empty();
+    if !listed {
+        types = RESOURCE_TYPES.iter().map(|t| t.to_string()).collect();
+    }
+    types.sort();
+    types.dedup();
+    let registry = state.store.indexer().registry();
+    let lenient = req.lenient(state.lenient_by_default);
+    // Every parameter must mean something for every type searched.
+    let mut search = None;
+    for t in &types {
+        let parsed = query::parse(&registry, &state.base_url, t, &rest, lenient).map_err(|e| {
+            param_error(query::ParamError {
+                message: format!("{} (searching {t})", e.message),
+                ..e
+            })
+        })?;
+        search.get_or_insert(parsed);
+    }
+    let mut search = search.ok_or_else(|| Error::bad_request("_type lists no resource type"))?;
+    search.types = types.clone();
+    if listed {
+        search
+            .canonical
+            .insert(0, ("_type".to_string(), types.join(",")));
+    }
+    let count_only = search.summary == Summary::Count || search.count == 0;
+    let page = state.store.search(&search, count_only).await?;
+    Ok(Reply::ok(bundle(state, req, &search, page, "/")))
+}
+
+/// `POST [base]/_search` with a form-encoded body.
+pub async fn system_post(State(state): State<AppState>, req: FhirRequest, body: Body) -> Response {
+    let result = async {
+        let params = form_params(&state, &req, body).await?;
+        system(&state, &req, &params).await
+    }
+    .await;
+    req.respond(result)
+}
+
+/// The URL parameters plus those of a form-encoded body (`POST .../_search`).
+async fn form_params(
+    state: &AppState,
+    req: &FhirRequest,
+    body: Body,
+) -> Result<Vec<(String, String)>> {
+    let form = req
+        .header(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    let bytes = read_bytes(&req.headers, body, state.max_body_bytes).await?;
+    if !form && !bytes.is_empty() {
+        return Err(Error::new(
+            ErrorKind::UnsupportedMediaType,
+            IssueType::NotSupported,
+            "POST _search takes an application/x-www-form-urlencoded body",
+        ));
+    }
+    let mut params = req.params.clone();
+    params.extend(
+        form_urlencoded::parse(&bytes)
+            .filter(|(k, _)| k != "_format" && k != "_pretty")
+            .map(|(k, v)| (k.into_owned(), v.into_owned())),
+    );
+    Ok(params)
+}
 
 /// `GET [base]/[type]?...`
 pub async fn type_get(
@@ -47,23 +135,7 @@ pub async fn type_post(
     body: Body,
 ) -> Response {
     let result = async {
-        let form = req
-            .header(header::CONTENT_TYPE)
-            .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
-        let bytes = read_bytes(&req.headers, body, state.max_body_bytes).await?;
-        if !form && !bytes.is_empty() {
-            return Err(Error::new(
-                ErrorKind::UnsupportedMediaType,
-                IssueType::NotSupported,
-                "POST _search takes an application/x-www-form-urlencoded body",
-            ));
-        }
-        let mut params = req.params.clone();
-        params.extend(
-            form_urlencoded::parse(&bytes)
-                .filter(|(k, _)| k != "_format" && k != "_pretty")
-                .map(|(k, v)| (k.into_owned(), v.into_owned())),
-        );
+        let params = form_params(&state, &req, body).await?;
         let path = format!("/{resource_type}");
         run(&state, &req, &resource_type, &params, None, &path).await
     }

@@ -14,6 +14,9 @@ use crate::fhir::resource_type::is_resource_type;
 #[derive(Debug, Clone)]
 pub struct Search {
     pub resource_type: String,
+    /// A system-level search over these types (`resource_type` is then only the type the
+    /// parameters were checked against).
+    pub types: Vec<String>,
     /// All must hold (AND).
     pub filters: Vec<Filter>,
     pub sort: Vec<Sort>,
@@ -223,6 +226,7 @@ pub fn parse(
 ) -> Result<Search, ParamError> {
     let mut search = Search {
         resource_type: resource_type.to_string(),
+        types: Vec::new(),
         filters: Vec::new(),
         sort: Vec::new(),
         count: DEFAULT_COUNT,

@@ -75,6 +75,16 @@ impl Sql {
         format!("{prefix}{}", self.aliases)
     }
 
+    /// The resource type index rows must have: `rtype`, or, in a search over several types
+    /// (`rtype` empty), the type of the resource row `r`.
+    pub fn type_of(&mut self, rtype: &str, r: &str) -> &mut Sql {
+        if rtype.is_empty() {
+            self.push(&format!("{r}.type"))
+        } else {
+            self.text_bind(rtype)
+        }
+    }
+
     /// `alias` is a live (not deleted) resource row.
     pub fn live(&mut self, alias: &str) -> &mut Sql {
         match self.dialect {
@@ -90,12 +100,29 @@ pub const RESOURCE_COLUMNS: &str =
 
 /// The WHERE clause for `search` on resource alias `r` (without the keyword).
 pub fn where_clause(sql: &mut Sql, search: &Search) {
-    sql.push("r.type = ").text_bind(&search.resource_type);
+    if search.types.is_empty() {
+        sql.push("r.type = ").text_bind(&search.resource_type);
+    } else {
+        // A system-level search: `_type`, or every type.
+        sql.push("r.type IN (");
+        for (n, t) in search.types.iter().enumerate() {
+            if n > 0 {
+                sql.push(", ");
+            }
+            sql.text_bind(t);
+        }
+        sql.push(")");
+    }
     sql.push(" AND ");
     sql.live("r");
+    let rtype = if search.types.is_empty() {
+        search.resource_type.as_str()
+    } else {
+        ""
+    };
     for f in &search.filters {
         sql.push(" AND ");
-        filter(sql, f, "r", &search.resource_type);
+        filter(sql, f, "r", rtype);
     }
 }
 
@@ -130,7 +157,7 @@ pub fn filter(sql: &mut Sql, f: &Filter, r: &str, rtype: &str) {
                 "EXISTS (SELECT 1 FROM {} {i} WHERE {i}.key = {r}.key AND {i}.type = ",
                 table_of(*kind)
             ));
-            sql.text_bind(rtype);
+            sql.type_of(rtype, r);
             sql.push(&format!(" AND {i}.param = ")).text_bind(param);
             sql.push(" AND (");
             for (n, v) in values.iter().enumerate() {
@@ -152,7 +179,7 @@ pub fn filter(sql: &mut Sql, f: &Filter, r: &str, rtype: &str) {
                 "EXISTS (SELECT 1 FROM {} {i} WHERE {i}.key = {r}.key AND {i}.type = ",
                 table_of(*kind)
             ));
-            sql.text_bind(rtype);
+            sql.type_of(rtype, r);
             sql.push(&format!(" AND {i}.param = ")).text_bind(param);
             sql.push(")");
             if *kind == ParamType::Reference {
@@ -161,7 +188,7 @@ pub fn filter(sql: &mut Sql, f: &Filter, r: &str, rtype: &str) {
                 sql.push(&format!(
                     " OR EXISTS (SELECT 1 FROM search_token {j} WHERE {j}.key = {r}.key AND {j}.type = "
                 ));
-                sql.text_bind(rtype);
+                sql.type_of(rtype, r);
                 sql.push(&format!(" AND {j}.param = "))
                     .text_bind(&format!("{param}{IDENTIFIER_SUFFIX}"));
                 sql.push(")");
@@ -175,7 +202,7 @@ pub fn filter(sql: &mut Sql, f: &Filter, r: &str, rtype: &str) {
                  ON {t}.type = {c}.target_type AND {t}.id = {c}.target_id \
                  WHERE {c}.key = {r}.key AND {c}.type = "
             ));
-            sql.text_bind(rtype);
+            sql.type_of(rtype, r);
             sql.push(&format!(" AND {c}.param = ")).text_bind(param);
             sql.push(" AND ");
             sql.live(&t);
@@ -518,7 +545,7 @@ pub fn sort_expression(sql: &mut Sql, param: &str, kind: ParamType, descending: 
         "(SELECT {agg}({i}.{column}) FROM {} {i} WHERE {i}.key = r.key AND {i}.type = ",
         table_of(kind)
     ));
-    sql.text_bind(rtype);
+    sql.type_of(rtype, "r");
     sql.push(&format!(" AND {i}.param = ")).text_bind(param);
     sql.push(")");
 }
@@ -588,13 +615,12 @@ pub fn page_query(
     sql.push("SELECT * FROM (SELECT ").push(RESOURCE_COLUMNS);
     for (n, s) in search.sort.iter().enumerate() {
         sql.push(", ");
-        sort_expression(
-            &mut sql,
-            &s.param,
-            s.kind,
-            s.descending,
-            &search.resource_type,
-        );
+        let rtype = if search.types.is_empty() {
+            search.resource_type.as_str()
+        } else {
+            ""
+        };
+        sort_expression(&mut sql, &s.param, s.kind, s.descending, rtype);
         sql.push(&format!(" AS s{n}"));
     }
     sql.push(" FROM resource r WHERE ");
