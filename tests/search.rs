@@ -156,6 +156,27 @@ async fn token_parameters(s: &Server) {
         ids(s, "Patient?email=anna@example.org").await,
         set(&["anna"])
     );
+    put(
+        s,
+        json!({"resourceType": "Patient", "id": "typed", "identifier": [{"type": {"coding": [
+        {"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]},
+        "system": "urn:hospital", "value": "777"}]}),
+    )
+    .await;
+    assert_eq!(
+        ids(
+            s,
+            "Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|777"
+        )
+        .await,
+        set(&["typed"])
+    );
+    assert_eq!(
+        ids(s, "Patient?identifier:of-type=|MR|777").await,
+        set(&["typed"])
+    );
+    assert_eq!(ids(s, "Patient?identifier:of-type=|SS|777").await, set(&[]));
+    expect_outcome(s.get("Patient?identifier:of-type=MR|777").await, 400).await;
     assert_eq!(
         ids(s, "Patient?_id=anna,chloe").await,
         set(&["anna", "chloe"])

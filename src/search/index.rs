@@ -73,6 +73,34 @@ pub struct IndexRow {
 /// `[param]:identifier=system|value`.
 pub const IDENTIFIER_SUFFIX: &str = ":identifier";
 
+/// The suffix under which an Identifier's type and value are indexed for
+/// `[param]:of-type=type-system|type-code|value`: the row's system is the type's system and
+/// its code is `type-code|value`. <https://hl7.org/fhir/R4/search.html#token>
+pub const OF_TYPE_SUFFIX: &str = ":of-type";
+
+fn identifier_types(code: &str, identifier: &Value, rows: &mut Vec<IndexRow>) {
+    let Some(value) = str_of(identifier, "value") else {
+        return;
+    };
+    let codings = identifier
+        .get("type")
+        .and_then(|t| t.get("coding"))
+        .and_then(Value::as_array);
+    for coding in codings.into_iter().flatten() {
+        if let Some(type_code) = str_of(coding, "code") {
+            push(
+                rows,
+                &format!("{code}{OF_TYPE_SUFFIX}"),
+                IndexValue::Token {
+                    system: str_of(coding, "system").map(str::to_string),
+                    code: Some(format!("{type_code}|{value}")),
+                    text: None,
+                },
+            );
+        }
+    }
+}
+
 /// Every index row of `resource`. `base_url` recognises absolute references to this server.
 pub fn extract(registry: &Registry, resource: &Value, base_url: &str) -> Vec<IndexRow> {
     let Some(resource_type) = resource.get("resourceType").and_then(Value::as_str) else {
@@ -175,17 +203,22 @@ fn values_of(
                 },
             )
         }),
-        ParamType::Token => tokens(node, &mut |system, code_, text| {
-            push(
-                rows,
-                code,
-                IndexValue::Token {
-                    system: system.map(str::to_string),
-                    code: code_.map(str::to_string),
-                    text: text.map(fold),
-                },
-            )
-        }),
+        ParamType::Token => {
+            tokens(node, &mut |system, code_, text| {
+                push(
+                    rows,
+                    code,
+                    IndexValue::Token {
+                        system: system.map(str::to_string),
+                        code: code_.map(str::to_string),
+                        text: text.map(fold),
+                    },
+                )
+            });
+            if node.type_name == "Identifier" && !code.is_empty() {
+                identifier_types(code, v, rows);
+            }
+        }
         ParamType::Date => {
             if let Some((lo, hi)) = date_range(node) {
                 push(rows, code, IndexValue::Date { lo, hi });

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::index::{micros, Micros, IDENTIFIER_SUFFIX};
+use super::index::{micros, Micros, IDENTIFIER_SUFFIX, OF_TYPE_SUFFIX};
 use super::registry::{ParamType, Registry, SearchParam};
 use super::text::fold;
 use crate::fhir::datetime::{self, Kind};
@@ -435,6 +435,30 @@ pub fn parse_filter(
         (ParamType::Token, Some("not")) => {
             negate = true;
             token_values(key, value)?
+        }
+        (ParamType::Token, Some("of-type")) => {
+            let values = split_or(value)
+                .iter()
+                .map(|v| match split_unescaped(v, '|').as_slice() {
+                    [system, type_code, id] if !type_code.is_empty() && !id.is_empty() => {
+                        Ok(Predicate::Token {
+                            system: if system.is_empty() {
+                                SystemMatch::Any
+                            } else {
+                                SystemMatch::Is(unescape(system))
+                            },
+                            code: Some(format!("{}|{}", unescape(type_code), unescape(id))),
+                        })
+                    }
+                    _ => err(key, ":of-type takes type-system|type-code|value"),
+                })
+                .collect::<Parsed<Vec<_>>>()?;
+            return Ok(Filter::Match {
+                param: format!("{code}{OF_TYPE_SUFFIX}"),
+                kind: ParamType::Token,
+                values,
+                negate: false,
+            });
         }
         (ParamType::Token, Some("text")) => split_or(value)
             .iter()
