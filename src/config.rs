@@ -63,6 +63,10 @@ pub struct Config {
         default_value = "strict"
     )]
     pub search_handling: Handling,
+
+    /// The most entries a batch or transaction Bundle may have (more: 413).
+    #[arg(long, env = "HEARTH_MAX_BUNDLE_ENTRIES", default_value_t = 5000)]
+    pub max_bundle_entries: usize,
 }
 
 /// `Prefer: handling` when the client does not send it.
@@ -86,6 +90,7 @@ impl Config {
             log_format: LogFormat::Text,
             allow_remote_without_auth: false,
             search_handling: Handling::Strict,
+            max_bundle_entries: 5000,
         }
     }
 

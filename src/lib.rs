@@ -81,6 +81,7 @@ impl Hearth {
             )),
             started,
             lenient_by_default: config.search_handling == config::Handling::Lenient,
+            max_bundle_entries: config.max_bundle_entries,
         });
         Ok(Hearth {
             listener,

@@ -5,6 +5,7 @@ pub mod datetime;
 pub mod id;
 pub mod meta;
 pub mod outcome;
+pub mod patch;
 pub mod resource_type;
 pub mod summary;
 pub mod validate;

@@ -12,8 +12,9 @@ use crate::fhir::resource_type::RESOURCE_TYPES;
 use crate::search::registry::{ParamType, Registry};
 
 /// The interactions every resource type supports in this build.
-const TYPE_INTERACTIONS: [&str; 8] = [
+const TYPE_INTERACTIONS: [&str; 9] = [
     "read",
+    "patch",
     "vread",
     "update",
     "delete",

@@ -1,6 +1,7 @@
 //! The HTTP room: axum routes, extraction, content negotiation, rendering, and errors as
 //! OperationOutcome. No SQL and no business rules live here.
 
+pub mod bundle;
 pub mod capability;
 pub mod format;
 pub mod history;
@@ -44,6 +45,7 @@ pub struct Shared {
     pub started: String,
     /// `Prefer: handling=lenient` unless the client says otherwise.
     pub lenient_by_default: bool,
+    pub max_bundle_entries: usize,
 }
 
 impl std::ops::Deref for AppState {
@@ -63,7 +65,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     use axum::routing::{get as g, post};
     let fhir = Router::new()
-        .route("/", g(search::system_get))
+        .route("/", g(search::system_get).post(bundle::process))
         .route("/_search", post(search::system_post))
         .route("/metadata", g(capability::metadata))
         .route("/_history", g(history::system))
@@ -78,7 +80,10 @@ pub fn router(state: AppState) -> Router {
         .route("/{type}/_history", g(history::type_level))
         .route(
             "/{type}/{id}",
-            g(rest::read).put(rest::update).delete(rest::delete),
+            g(rest::read)
+                .put(rest::update)
+                .delete(rest::delete)
+                .patch(rest::patch),
         )
         .route("/{type}/{id}/_history", g(history::instance))
         .route("/{type}/{id}/{compartment_type}", g(search::compartment))
@@ -87,7 +92,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/fhir", fhir)
         // `[base]/?...` as many clients write the system search.
-        .route("/fhir/", get(search::system_get))
+        .route("/fhir/", get(search::system_get).post(bundle::process))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -32,7 +32,7 @@ pub fn check_type(resource_type: &str) -> Result<()> {
     }
 }
 
-fn check_id(id: &str) -> Result<()> {
+pub(super) fn check_id(id: &str) -> Result<()> {
     if is_valid_id(id) {
         Ok(())
     } else {
@@ -43,7 +43,11 @@ fn check_id(id: &str) -> Result<()> {
 }
 
 /// Checks that a write's body is a valid resource of the URL's type.
-fn check_resource(state: &AppState, resource: &Value, resource_type: &str) -> Result<()> {
+pub(super) fn check_resource(
+    state: &AppState,
+    resource: &Value,
+    resource_type: &str,
+) -> Result<()> {
     match resource.get("resourceType").and_then(Value::as_str) {
         Some(t) if t == resource_type => {}
         Some(t) => {
@@ -130,7 +134,7 @@ async fn old_bases(state: &AppState, resource_type: &str, id: &str) -> Result<Ve
 /// After a write: a changed SearchParameter changes what search can do. The registry and
 /// the CapabilityStatement are rebuilt at once; the resources of the types it applies to
 /// (before or after the change) are reindexed in the background.
-async fn after_write(
+pub(super) async fn after_write(
     state: &AppState,
     resource_type: &str,
     mut bases: Vec<String>,
@@ -176,7 +180,11 @@ async fn after_write(
 
 /// Parses the criteria of a conditional interaction. Always strict: a criterion silently
 /// dropped would widen what is updated or deleted.
-fn conditional_search(state: &AppState, resource_type: &str, criteria: &str) -> Result<Search> {
+pub(super) fn conditional_search(
+    state: &AppState,
+    resource_type: &str,
+    criteria: &str,
+) -> Result<Search> {
     let params: Vec<(String, String)> = form_urlencoded::parse(criteria.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
@@ -201,7 +209,7 @@ fn conditional_search(state: &AppState, resource_type: &str, criteria: &str) -> 
     Ok(search)
 }
 
-fn multiple_matches(what: &str) -> Error {
+pub(super) fn multiple_matches(what: &str) -> Error {
     Error::new(
         ErrorKind::PreconditionFailed,
         IssueType::MultipleMatches,
@@ -466,4 +474,99 @@ pub async fn delete(
     }
     .await;
     req.respond(result)
+}
+
+/// `PATCH [base]/[type]/[id]` with a JSON Patch (`application/json-patch+json`) or a FHIRPath
+/// Patch (a Parameters resource). The result is validated like any update.
+/// <https://hl7.org/fhir/R4/http.html#patch>
+pub async fn patch(
+    State(state): State<AppState>,
+    req: FhirRequest,
+    Path((resource_type, id)): Path<(String, String)>,
+    body: Body,
+) -> Response {
+    let result = async {
+        check_type(&resource_type)?;
+        check_id(&id)?;
+        let expected = req.if_match()?;
+        let json_patch = req
+            .header(header::CONTENT_TYPE)
+            .is_some_and(|ct| ct.trim().starts_with("application/json-patch+json"));
+        let document = if json_patch {
+            let bytes = super::format::read_bytes(&req.headers, body, state.max_body_bytes).await?;
+            let doc: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::bad_request(format!("the JSON Patch is not valid JSON: {e}"))
+            })?;
+            Patch::Json(doc)
+        } else {
+            Patch::FhirPath(read_resource(&req.headers, body, state.max_body_bytes).await?)
+        };
+        let (patched, version) = apply_patch(&state, &resource_type, &id, &document).await?;
+        let updated = state
+            .store
+            .update(
+                &resource_type,
+                &id,
+                patched,
+                Some(expected.unwrap_or(version)),
+            )
+            .await?;
+        Ok(Reply::written(
+            StatusCode::OK,
+            &updated.version,
+            &state.base_url,
+            req.prefer_return,
+        ))
+    }
+    .await;
+    req.respond(result)
+}
+
+/// A PATCH body.
+pub enum Patch {
+    Json(Value),
+    FhirPath(Value),
+}
+
+/// Reads the current resource and applies `patch` to it: the patched resource, validated,
+/// and the version it was patched from (the update must still find that version).
+pub async fn apply_patch(
+    state: &AppState,
+    resource_type: &str,
+    id: &str,
+    patch: &Patch,
+) -> Result<(Value, i64)> {
+    let current = state
+        .store
+        .read(resource_type, id)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("{resource_type}/{id} does not exist")))?;
+    let Some(mut resource) = current.body else {
+        return Err(Error::gone(format!("{resource_type}/{id} was deleted")));
+    };
+    let applied = match patch {
+        Patch::Json(doc) => crate::fhir::patch::json_patch(&mut resource, doc),
+        Patch::FhirPath(parameters) => {
+            crate::fhir::patch::fhirpath_patch(&mut resource, parameters)
+        }
+    };
+    applied.map_err(|why| {
+        Error::new(
+            ErrorKind::Unprocessable,
+            IssueType::Processing,
+            format!("the patch cannot be applied: {why}"),
+        )
+    })?;
+    if resource.get("id").and_then(Value::as_str) != Some(id)
+        || resource.get("resourceType").and_then(Value::as_str) != Some(resource_type)
+    {
+        return Err(Error::new(
+            ErrorKind::Unprocessable,
+            IssueType::Processing,
+            "a patch cannot change the resource's type or id",
+        ));
+    }
+    // meta.versionId and lastUpdated are the server's; the update sets them again.
+    check_resource(state, &resource, resource_type)?;
+    Ok((resource, current.version))
 }

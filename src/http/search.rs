@@ -261,7 +261,7 @@ pub fn param_error(e: query::ParamError) -> Error {
 }
 
 /// Parses, runs and renders one search.
-async fn run(
+pub(super) async fn run(
     state: &AppState,
     req: &FhirRequest,
     resource_type: &str,

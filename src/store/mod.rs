@@ -171,6 +171,50 @@ pub struct HistoryPage {
     pub next: Option<Cursor>,
 }
 
+/// One write of a transaction Bundle, with its id already decided.
+/// <https://hl7.org/fhir/R4/http.html#transaction>
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Create at `id` (server-assigned before the transaction starts); fails if it exists. The
+    /// `If-None-Exist` condition, if any, is checked again inside the transaction.
+    Create {
+        resource_type: String,
+        id: String,
+        body: Value,
+        unless: Option<Sql>,
+    },
+    /// Update (or create at a client id), optionally expecting a version.
+    Update {
+        resource_type: String,
+        id: String,
+        body: Value,
+        expected: Option<i64>,
+    },
+    Delete {
+        resource_type: String,
+        id: String,
+        expected: Option<i64>,
+    },
+}
+
+/// What a [`Write`] did: the new version (none for the delete of nothing) and whether it
+/// created the resource.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub version: Option<Version>,
+    pub created: bool,
+}
+
+/// Prefixes an error with the Bundle entry it is about.
+pub fn at_entry(index: usize, mut e: Error) -> Error {
+    for issue in &mut e.issues {
+        let d = issue.diagnostics.take().unwrap_or_default();
+        issue.diagnostics = Some(format!("Bundle.entry[{index}]: {d}"));
+        issue.expression.insert(0, format!("Bundle.entry[{index}]"));
+    }
+    e
+}
+
 /// What both databases can do. `expected` is the version an `If-Match` header demands.
 pub trait ResourceStore {
     /// Creates a resource with a server-assigned id (the body's id is ignored).
@@ -228,6 +272,12 @@ pub trait ResourceStore {
         body: Value,
         condition: (String, Sql),
     ) -> impl Future<Output = Result<std::result::Result<Version, Vec<Version>>>> + Send;
+    /// Runs `writes` in order in one database transaction: all of them or none. Each write
+    /// carries the index of its Bundle entry, which an error names.
+    fn transaction(
+        &self,
+        writes: Vec<(usize, Write)>,
+    ) -> impl Future<Output = Result<Vec<Written>>> + Send;
     /// Recomputes the index rows of every current resource of `types` (all types if `None`),
     /// after a registry change.
     fn reindex(&self, types: Option<&[String]>) -> impl Future<Output = Result<u64>> + Send;
@@ -279,7 +329,7 @@ impl Store {
         }
     }
 
-    fn dialect(&self) -> Dialect {
+    pub fn dialect(&self) -> Dialect {
         match self {
             Store::Postgres(_) => Dialect::Postgres,
             Store::Sqlite(_) => Dialect::Sqlite,
@@ -521,6 +571,9 @@ impl ResourceStore for Store {
     }
     async fn reindex(&self, types: Option<&[String]>) -> Result<u64> {
         dispatch!(self, s => s.reindex(types))
+    }
+    async fn transaction(&self, writes: Vec<(usize, Write)>) -> Result<Vec<Written>> {
+        dispatch!(self, s => s.transaction(writes))
     }
     async fn create_unless(
         &self,

@@ -14,8 +14,8 @@ use super::index_write;
 use super::migrate::{Migration, POSTGRES};
 use super::search_sql::{Bind, Dialect, Sql};
 use super::{
-    check_expected, db_error, now, page, sort_values, Found, HistoryPage, HistoryQuery,
-    HistoryScope, Indexer, Method, ResourceStore, Updated, Version,
+    at_entry, check_expected, db_error, now, page, sort_values, Found, HistoryPage, HistoryQuery,
+    HistoryScope, Indexer, Method, ResourceStore, Updated, Version, Write, Written,
 };
 use crate::error::{Error, Result};
 use crate::fhir::{id::new_id, meta::stamp};
@@ -235,6 +235,141 @@ async fn insert_new(
     .fetch_optional(conn)
     .await
     .map_err(db_error)
+}
+
+impl PgStore {
+    /// One write of a transaction, in `tx`.
+    async fn write_one(&self, tx: &mut sqlx::PgConnection, write: Write) -> Result<Written> {
+        let last_updated = now();
+        match write {
+            Write::Create {
+                resource_type,
+                id,
+                mut body,
+                unless,
+            } => {
+                if let Some(condition) = unless {
+                    let rows = query(&condition)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                    if !rows.is_empty() {
+                        return Err(Error::precondition_failed(
+                            "a resource matching If-None-Exist appeared meanwhile",
+                        ));
+                    }
+                }
+                stamp(&mut body, &id, 1, last_updated);
+                let key = insert_new(
+                    &mut *tx,
+                    &resource_type,
+                    &id,
+                    last_updated,
+                    Method::Post,
+                    &body,
+                )
+                .await?
+                .ok_or_else(|| Error::conflict(format!("{resource_type}/{id} already exists")))?;
+                write_index(tx, &self.indexer, key, &resource_type, Some(&body), true).await?;
+                Ok(Written {
+                    version: Some(Version {
+                        resource_type,
+                        id,
+                        version: 1,
+                        last_updated,
+                        method: Method::Post,
+                        body: Some(body),
+                    }),
+                    created: true,
+                })
+            }
+            Write::Update {
+                resource_type,
+                id,
+                mut body,
+                expected,
+            } => {
+                let current = lock_current(tx, &resource_type, &id).await?;
+                check_expected(
+                    expected,
+                    current.map(|(_, v, _)| v),
+                    &format!("{resource_type}/{id}"),
+                )?;
+                let (version, created) = match current {
+                    None => {
+                        stamp(&mut body, &id, 1, last_updated);
+                        let key = insert_new(
+                            &mut *tx,
+                            &resource_type,
+                            &id,
+                            last_updated,
+                            Method::Put,
+                            &body,
+                        )
+                        .await?
+                        .ok_or_else(|| {
+                            Error::conflict(format!(
+                                "{resource_type}/{id} was created concurrently; retry"
+                            ))
+                        })?;
+                        write_index(tx, &self.indexer, key, &resource_type, Some(&body), true)
+                            .await?;
+                        (1, true)
+                    }
+                    Some((key, v, deleted)) => {
+                        stamp(&mut body, &id, v + 1, last_updated);
+                        write_version(tx, key, v + 1, last_updated, Method::Put, Some(&body))
+                            .await?;
+                        write_index(tx, &self.indexer, key, &resource_type, Some(&body), false)
+                            .await?;
+                        (v + 1, deleted)
+                    }
+                };
+                Ok(Written {
+                    version: Some(Version {
+                        resource_type,
+                        id,
+                        version,
+                        last_updated,
+                        method: Method::Put,
+                        body: Some(body),
+                    }),
+                    created,
+                })
+            }
+            Write::Delete {
+                resource_type,
+                id,
+                expected,
+            } => {
+                let current = lock_current(tx, &resource_type, &id).await?;
+                check_expected(
+                    expected,
+                    current.map(|(_, v, _)| v),
+                    &format!("{resource_type}/{id}"),
+                )?;
+                let Some((key, v, false)) = current else {
+                    return Ok(Written {
+                        version: None,
+                        created: false,
+                    });
+                };
+                write_version(tx, key, v + 1, last_updated, Method::Delete, None).await?;
+                write_index(tx, &self.indexer, key, &resource_type, None, false).await?;
+                Ok(Written {
+                    version: Some(Version {
+                        resource_type,
+                        id,
+                        version: v + 1,
+                        last_updated,
+                        method: Method::Delete,
+                        body: None,
+                    }),
+                    created: false,
+                })
+            }
+        }
+    }
 }
 
 impl ResourceStore for PgStore {
@@ -461,6 +596,20 @@ impl ResourceStore for PgStore {
             .await
             .map_err(db_error)?;
         Ok(())
+    }
+
+    async fn transaction(&self, writes: Vec<(usize, Write)>) -> Result<Vec<Written>> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut done = Vec::with_capacity(writes.len());
+        for (n, write) in writes {
+            let written = self
+                .write_one(&mut tx, write)
+                .await
+                .map_err(|e| at_entry(n, e))?;
+            done.push(written);
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(done)
     }
 
     async fn fetch(&self, sql: Sql, sort: &[ParamType]) -> Result<Vec<Found>> {

@@ -23,6 +23,7 @@ pub enum Bind {
 }
 
 /// SQL text with its binds, in placeholder order.
+#[derive(Debug, Clone)]
 pub struct Sql {
     dialect: Dialect,
     pub text: String,

@@ -20,8 +20,8 @@ use super::migrate::SQLITE;
 use super::postgres::pending;
 use super::search_sql::{Bind, Dialect, Sql};
 use super::{
-    check_expected, db_error, now, page, sort_values, Found, HistoryPage, HistoryQuery,
-    HistoryScope, Indexer, Method, ResourceStore, Updated, Version,
+    at_entry, check_expected, db_error, now, page, sort_values, Found, HistoryPage, HistoryQuery,
+    HistoryScope, Indexer, Method, ResourceStore, Updated, Version, Write, Written,
 };
 use crate::error::{Error, Result};
 use crate::fhir::{id::new_id, meta::stamp};
@@ -256,6 +256,111 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// One write of a transaction, in `conn` (the writer lock is held).
+    async fn write_one(&self, conn: &mut SqliteConnection, write: Write) -> Result<Written> {
+        let last_updated = now();
+        match write {
+            Write::Create {
+                resource_type,
+                id,
+                mut body,
+                unless,
+            } => {
+                if let Some(condition) = unless {
+                    let rows = query(&condition)
+                        .fetch_all(&mut *conn)
+                        .await
+                        .map_err(db_error)?;
+                    if !rows.is_empty() {
+                        return Err(Error::precondition_failed(
+                            "a resource matching If-None-Exist appeared meanwhile",
+                        ));
+                    }
+                }
+                if current(conn, &resource_type, &id).await?.is_some() {
+                    return Err(Error::conflict(format!(
+                        "{resource_type}/{id} already exists"
+                    )));
+                }
+                stamp(&mut body, &id, 1, last_updated);
+                let v = Version {
+                    resource_type,
+                    id,
+                    version: 1,
+                    last_updated,
+                    method: Method::Post,
+                    body: Some(body),
+                };
+                self.write(conn, None, &v).await?;
+                Ok(Written {
+                    version: Some(v),
+                    created: true,
+                })
+            }
+            Write::Update {
+                resource_type,
+                id,
+                mut body,
+                expected,
+            } => {
+                let found = current(conn, &resource_type, &id).await?;
+                check_expected(
+                    expected,
+                    found.map(|(_, v, _)| v),
+                    &format!("{resource_type}/{id}"),
+                )?;
+                let version = found.map_or(1, |(_, v, _)| v + 1);
+                stamp(&mut body, &id, version, last_updated);
+                let v = Version {
+                    resource_type,
+                    id,
+                    version,
+                    last_updated,
+                    method: Method::Put,
+                    body: Some(body),
+                };
+                self.write(conn, found.map(|(key, _, _)| key), &v).await?;
+                Ok(Written {
+                    version: Some(v),
+                    created: found.is_none_or(|(_, _, deleted)| deleted),
+                })
+            }
+            Write::Delete {
+                resource_type,
+                id,
+                expected,
+            } => {
+                let found = current(conn, &resource_type, &id).await?;
+                check_expected(
+                    expected,
+                    found.map(|(_, v, _)| v),
+                    &format!("{resource_type}/{id}"),
+                )?;
+                let Some((key, version, false)) = found else {
+                    return Ok(Written {
+                        version: None,
+                        created: false,
+                    });
+                };
+                let v = Version {
+                    resource_type,
+                    id,
+                    version: version + 1,
+                    last_updated,
+                    method: Method::Delete,
+                    body: None,
+                };
+                self.write(conn, Some(key), &v).await?;
+                Ok(Written {
+                    version: Some(v),
+                    created: false,
+                })
+            }
+        }
+    }
+}
+
 impl ResourceStore for SqliteStore {
     async fn create(&self, resource_type: &str, mut body: Value) -> Result<Version> {
         let id = new_id();
@@ -438,6 +543,25 @@ impl ResourceStore for SqliteStore {
             .await
             .map_err(db_error)?;
         Ok(())
+    }
+
+    async fn transaction(&self, writes: Vec<(usize, Write)>) -> Result<Vec<Written>> {
+        let _writing = self.writer.lock().await;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_error)?;
+        let mut done = Vec::with_capacity(writes.len());
+        for (n, write) in writes {
+            let written = self
+                .write_one(&mut tx, write)
+                .await
+                .map_err(|e| at_entry(n, e))?;
+            done.push(written);
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(done)
     }
 
     async fn fetch(&self, sql: Sql, sort: &[ParamType]) -> Result<Vec<Found>> {
