@@ -44,29 +44,44 @@ fn record(n: usize) -> Vec<(String, Value)> {
         k += 1;
     };
     for e in 0..10 {
-        next(&mut out, json!({"resourceType": "Encounter", "status": "finished", "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
-            "subject": {"reference": patient}, "period": {"start": format!("2024-{:02}-10T09:00:00Z", e + 1), "end": format!("2024-{:02}-10T09:30:00Z", e + 1)}}));
+        next(
+            &mut out,
+            json!({"resourceType": "Encounter", "status": "finished", "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+            "subject": {"reference": patient}, "period": {"start": format!("2024-{:02}-10T09:00:00Z", e + 1), "end": format!("2024-{:02}-10T09:30:00Z", e + 1)}}),
+        );
     }
     for o in 0..100 {
-        next(&mut out, json!({"resourceType": "Observation", "status": "final",
+        next(
+            &mut out,
+            json!({"resourceType": "Observation", "status": "final",
             "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}]},
             "subject": {"reference": patient}, "encounter": {"reference": uuid(1 + o % 10)},
             "effectiveDateTime": format!("2024-{:02}-10T09:05:00Z", o % 10 + 1),
-            "valueQuantity": {"value": 60 + o % 40, "unit": "beats/min", "system": "http://unitsofmeasure.org", "code": "/min"}}));
+            "valueQuantity": {"value": 60 + o % 40, "unit": "beats/min", "system": "http://unitsofmeasure.org", "code": "/min"}}),
+        );
     }
     for _ in 0..40 {
-        next(&mut out, json!({"resourceType": "Condition", "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
-            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "38341003", "display": "Hypertension"}]}, "subject": {"reference": patient}}));
+        next(
+            &mut out,
+            json!({"resourceType": "Condition", "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "38341003", "display": "Hypertension"}]}, "subject": {"reference": patient}}),
+        );
     }
     for _ in 0..30 {
-        next(&mut out, json!({"resourceType": "MedicationRequest", "status": "active", "intent": "order",
+        next(
+            &mut out,
+            json!({"resourceType": "MedicationRequest", "status": "active", "intent": "order",
             "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "197361"}]},
-            "subject": {"reference": patient}, "authoredOn": "2024-03-01"}));
+            "subject": {"reference": patient}, "authoredOn": "2024-03-01"}),
+        );
     }
     for a in 0..19 {
-        next(&mut out, json!({"resourceType": "Appointment", "status": "booked",
+        next(
+            &mut out,
+            json!({"resourceType": "Appointment", "status": "booked",
             "start": format!("2025-{:02}-01T10:00:00Z", a % 12 + 1), "end": format!("2025-{:02}-01T10:30:00Z", a % 12 + 1),
-            "participant": [{"actor": {"reference": patient}, "status": "accepted"}]}));
+            "participant": [{"actor": {"reference": patient}, "status": "accepted"}]}),
+        );
     }
     out
 }
@@ -126,20 +141,37 @@ async fn main() {
     let args = Args::parse();
     let client = reqwest::Client::new();
     let per_record = record(0).len();
-    println!("{per_record} resources per transaction Bundle; {} bundles per run", args.bundles);
+    println!(
+        "{per_record} resources per transaction Bundle; {} bundles per run",
+        args.bundles
+    );
     let base = args.base.clone();
     let offset = Arc::new(AtomicUsize::new(std::process::id() as usize * 100_000));
-    for posters in args.posters.split(',').filter_map(|p| p.trim().parse::<usize>().ok()) {
+    for posters in args
+        .posters
+        .split(',')
+        .filter_map(|p| p.trim().parse::<usize>().ok())
+    {
         let (client1, base1) = (client.clone(), base.clone());
         let first = offset.fetch_add(args.bundles, Ordering::Relaxed);
         let (lat, wall, errors) = drive(posters, args.bundles, move |i| {
             let (client, base) = (client1.clone(), base1.clone());
             async move {
                 let body = transaction(&record(first + i)).to_string();
-                match client.post(&base).header("content-type", "application/fhir+json").body(body).send().await {
+                match client
+                    .post(&base)
+                    .header("content-type", "application/fhir+json")
+                    .body(body)
+                    .send()
+                    .await
+                {
                     Ok(r) if r.status() == 200 => true,
                     Ok(r) => {
-                        eprintln!("transaction failed: {} {}", r.status(), r.text().await.unwrap_or_default());
+                        eprintln!(
+                            "transaction failed: {} {}",
+                            r.status(),
+                            r.text().await.unwrap_or_default()
+                        );
                         false
                     }
                     Err(e) => {
@@ -174,8 +206,12 @@ async fn main() {
                         .body(r.to_string())
                         .send()
                 };
-                let Ok(resp) = create(&rec[0].1).await else { return false };
-                let Ok(p) = resp.json::<Value>().await else { return false };
+                let Ok(resp) = create(&rec[0].1).await else {
+                    return false;
+                };
+                let Ok(p) = resp.json::<Value>().await else {
+                    return false;
+                };
                 let pid = format!("Patient/{}", p["id"].as_str().unwrap_or_default());
                 let mut ok = true;
                 for (_, r) in &rec[1..] {
@@ -200,7 +236,10 @@ async fn main() {
 
 /// Drops the intra-record `encounter` references (plain creates cannot know those ids).
 fn strip_urn(mut r: Value) -> Value {
-    if r["encounter"]["reference"].as_str().is_some_and(|s| s.starts_with("urn:")) {
+    if r["encounter"]["reference"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("urn:"))
+    {
         r.as_object_mut().unwrap().shift_remove("encounter");
     }
     r

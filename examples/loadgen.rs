@@ -40,7 +40,7 @@ fn patient(i: usize) -> Value {
     json!({"resourceType": "Patient", "active": true,
         "identifier": [{"system": "http://example.org/mrn", "value": format!("MRN{i:08}")}],
         "name": [{"family": format!("Family{i}"), "given": ["Given", "Middle"]}],
-        "gender": if i % 2 == 0 { "female" } else { "male" }, "birthDate": "1980-06-15",
+        "gender": if i.is_multiple_of(2) { "female" } else { "male" }, "birthDate": "1980-06-15",
         "address": [{"line": ["1 Main Street"], "city": "Springfield", "postalCode": "12345"}]})
 }
 

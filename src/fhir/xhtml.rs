@@ -83,10 +83,8 @@ pub fn check_div(div: &str) -> Result<(), String> {
                 }
             }
             Event::End(_) => depth = depth.saturating_sub(1),
-            Event::Text(ref t) if depth == 0 => {
-                if !t.iter().all(u8::is_ascii_whitespace) {
-                    return Err("narrative has text outside its <div>".into());
-                }
+            Event::Text(ref t) if depth == 0 && !t.iter().all(u8::is_ascii_whitespace) => {
+                return Err("narrative has text outside its <div>".into());
             }
             Event::DocType(_) | Event::PI(_) | Event::Decl(_) => {
                 return Err(

@@ -345,9 +345,12 @@ fn strings(v: &Value, out: &mut dyn FnMut(&str)) {
     }
 }
 
+/// Receives (system, code, text) triples.
+type TokenSink<'s> = dyn FnMut(Option<&str>, Option<&str>, Option<&str>) + 's;
+
 /// The (system, code, text) triples of a token element, by its FHIR type (or, when the model
 /// does not know it, by its shape). <https://hl7.org/fhir/R4/search.html#token>
-fn tokens(node: &Node<'_>, out: &mut dyn FnMut(Option<&str>, Option<&str>, Option<&str>)) {
+fn tokens(node: &Node<'_>, out: &mut TokenSink) {
     let v = node.value;
     match v {
         Value::String(s) if !s.is_empty() => out(None, Some(s), None),
@@ -370,18 +373,14 @@ fn tokens(node: &Node<'_>, out: &mut dyn FnMut(Option<&str>, Option<&str>, Optio
     }
 }
 
-fn coding(
-    v: &Value,
-    text: Option<&str>,
-    out: &mut dyn FnMut(Option<&str>, Option<&str>, Option<&str>),
-) {
+fn coding(v: &Value, text: Option<&str>, out: &mut TokenSink) {
     let display = str_of(v, "display").or(text);
     if str_of(v, "code").is_some() || str_of(v, "system").is_some() || display.is_some() {
         out(str_of(v, "system"), str_of(v, "code"), display);
     }
 }
 
-fn codeable_concept(v: &Value, out: &mut dyn FnMut(Option<&str>, Option<&str>, Option<&str>)) {
+fn codeable_concept(v: &Value, out: &mut TokenSink) {
     let text = str_of(v, "text");
     let codings = v.get("coding").and_then(Value::as_array);
     match codings {

@@ -478,7 +478,7 @@ pub fn parse_filter(
             .collect::<Parsed<_>>()?,
         (ParamType::Composite, None) => split_or(value)
             .iter()
-            .map(|v| composite_value(key, &param, v, base_url))
+            .map(|v| composite_value(key, param, v, base_url))
             .collect::<Parsed<_>>()?,
         (ParamType::Uri, None) => uri_values(value, UriMode::Exact),
         (ParamType::Uri, Some("below")) => uri_values(value, UriMode::Below),
@@ -493,7 +493,7 @@ pub fn parse_filter(
         }
         (ParamType::Reference, None) => split_or(value)
             .iter()
-            .map(|v| reference_value(key, &param, None, v, base_url))
+            .map(|v| reference_value(key, param, None, v, base_url))
             .collect::<Parsed<_>>()?,
         (ParamType::Reference, Some(t)) if is_resource_type(t) => {
             if !param.targets.iter().any(|x| x == t) {
@@ -501,7 +501,7 @@ pub fn parse_filter(
             }
             split_or(value)
                 .iter()
-                .map(|v| reference_value(key, &param, Some(t), v, base_url))
+                .map(|v| reference_value(key, param, Some(t), v, base_url))
                 .collect::<Parsed<_>>()?
         }
         (_, Some(m)) => {

@@ -50,15 +50,18 @@ fn table_and_columns(value: &IndexValue) -> (&'static str, &'static str) {
     }
 }
 
+/// The columns of one composite component: (t, x, lo, hi, u).
+type ComponentColumns<'v> = (
+    Option<&'v String>,
+    Option<&'v String>,
+    Option<f64>,
+    Option<f64>,
+    Option<&'v String>,
+);
+
 /// A composite component as (t, x, lo, hi, u): see `Cols::component` in search_sql.
 fn component(sql: &mut Sql, value: Option<&IndexValue>) {
-    let (t, x, lo, hi, u): (
-        Option<&String>,
-        Option<&String>,
-        Option<f64>,
-        Option<f64>,
-        Option<&String>,
-    ) = match value {
+    let (t, x, lo, hi, u): ComponentColumns = match value {
         None | Some(IndexValue::Composite(_)) => (None, None, None, None, None),
         Some(IndexValue::String { folded, exact }) => (Some(folded), Some(exact), None, None, None),
         Some(IndexValue::Token { system, code, text }) => {

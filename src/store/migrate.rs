@@ -39,11 +39,14 @@ macro_rules! migration {
     };
 }
 
+// The versions are written as in the file names, which `stringify!` turns them back into.
+#[allow(clippy::zero_prefixed_literal)]
 pub const POSTGRES: &[Migration] = &[
     migration!("postgres", 0001, "resources"),
     migration!("postgres", 0002, "search_index"),
     migration!("postgres", 0003, "search_composite"),
 ];
+#[allow(clippy::zero_prefixed_literal)]
 pub const SQLITE: &[Migration] = &[
     migration!("sqlite", 0001, "resources"),
     migration!("sqlite", 0002, "search_index"),

@@ -731,7 +731,7 @@ fn find_postgres_binaries() -> Result<(PathBuf, String), String> {
             Some((major, e.path().join("bin")))
         })
         .collect();
-    versioned.sort_by(|a, b| b.0.cmp(&a.0));
+    versioned.sort_by_key(|v| std::cmp::Reverse(v.0));
     candidates.extend(versioned.into_iter().map(|(_, p)| p));
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
         if out.status.success() {
