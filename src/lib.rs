@@ -3,6 +3,7 @@
 //! [`Hearth::start`] builds the whole application from a [`Config`]; the binary, the tests
 //! and the examples all embed the same server this way.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod fhir;
