@@ -534,7 +534,8 @@ fn mrn(u: u64) -> String {
 }
 
 fn family_of(u: u64) -> &'static str {
-    *Rng::new(S_FAMILY, u).zipf(FAMILIES)
+    let family: &&'static str = Rng::new(S_FAMILY, u).zipf(FAMILIES);
+    family
 }
 
 /// A valid NPI: 9 digits and a Luhn check digit over the prefix 80840.
@@ -1867,16 +1868,29 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
             "\ndeep paging, Slot?status=free&_count=50 followed by next links, {conns} connection(s):"
         );
         println!(
-            "{:>6} {:>8} {:>8} {:>8} {:>8}",
-            "page", "samples", "p50 ms", "p95 ms", "max ms"
+            "{:>9} {:>8} {:>8} {:>8} {:>8}",
+            "pages", "samples", "p50 ms", "p95 ms", "max ms"
         );
-        for (page, mut lats) in by_page {
-            if !(page == 1 || page == 2 || page % 50 == 0 || page == 10 || page == 100) {
+        let deepest = by_page.keys().copied().max().unwrap_or(0);
+        let mut edges = vec![1, 2, 11, 51, 101, 151, 201];
+        edges.retain(|e| *e <= deepest);
+        edges.push(deepest + 1);
+        for w in edges.windows(2) {
+            let mut lats: Vec<Duration> = by_page
+                .range(w[0]..w[1])
+                .flat_map(|(_, l)| l.iter().copied())
+                .collect();
+            if lats.is_empty() {
                 continue;
             }
             lats.sort();
+            let label = if w[1] - w[0] == 1 {
+                w[0].to_string()
+            } else {
+                format!("{}-{}", w[0], w[1] - 1)
+            };
             println!(
-                "{page:>6} {:>8} {:>8.2} {:>8.2} {:>8.2}",
+                "{label:>9} {:>8} {:>8.2} {:>8.2} {:>8.2}",
                 lats.len(),
                 pct(&lats, 0.5),
                 pct(&lats, 0.95),
@@ -2082,6 +2096,9 @@ fn parse_search(rtype: &str, params: &[(String, String)]) -> Result<query::Searc
         .map_err(|e| format!("{rtype}: {}: {}", e.param, e.message))
 }
 
+/// A labelled search: (label, resource type, parameters).
+type Case = (String, &'static str, Vec<(String, String)>);
+
 async fn explain(args: ExplainArgs) -> Result<(), String> {
     let mut conn = PgConnectOptions::from_str(&args.database_url)
         .map_err(|e| e.to_string())?
@@ -2127,7 +2144,7 @@ async fn explain(args: ExplainArgs) -> Result<(), String> {
     };
 
     // One representative request per kind (a fixed draw), plus the extremes of selectivity.
-    let mut cases: Vec<(String, &'static str, Vec<(String, String)>)> = Vec::new();
+    let mut cases: Vec<Case> = Vec::new();
     for kind in KINDS {
         let req = request(kind, &sizes, &mut Rng::new(S_BENCH + 50, kind as u64));
         cases.push((kind.name().to_string(), req.resource_type, req.params));

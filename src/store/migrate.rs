@@ -45,10 +45,12 @@ pub const POSTGRES: &[Migration] = &[
     migration!("postgres", 0001, "resources"),
     migration!("postgres", 0002, "search_index"),
     migration!("postgres", 0003, "search_composite"),
+    migration!("postgres", 0004, "token_key_order"),
 ];
 #[allow(clippy::zero_prefixed_literal)]
 pub const SQLITE: &[Migration] = &[
     migration!("sqlite", 0001, "resources"),
     migration!("sqlite", 0002, "search_index"),
     migration!("sqlite", 0003, "search_composite"),
+    migration!("sqlite", 0004, "token_key_order"),
 ];

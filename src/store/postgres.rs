@@ -30,7 +30,10 @@ pub struct PgStore {
 
 /// A compiled search statement with its binds.
 fn query(sql: &Sql) -> Query<'_, Postgres, PgArguments> {
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.text.clone()));
+    // Not kept as a prepared statement: search and index SQL vary in shape (the cache would
+    // churn), and a one-off statement is planned for its actual values, never with a generic
+    // plan that ignores how selective they are.
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.text.clone())).persistent(false);
     for b in &sql.binds {
         q = match b {
             Bind::Text(s) => q.bind(s.clone()),

@@ -29,6 +29,9 @@ pub struct Sql {
     pub text: String,
     pub binds: Vec<Bind>,
     aliases: usize,
+    /// While compiling a page in key order: the cursor's key, repeated inside each index
+    /// lookup of the resource row `r` so that the index scan starts there.
+    after_key: Option<i64>,
 }
 
 impl Sql {
@@ -38,6 +41,7 @@ impl Sql {
             text: String::new(),
             binds: Vec::new(),
             aliases: 0,
+            after_key: None,
         }
     }
 
@@ -160,6 +164,9 @@ pub fn filter(sql: &mut Sql, f: &Filter, r: &str, rtype: &str) {
             ));
             sql.type_of(rtype, r);
             sql.push(&format!(" AND {i}.param = ")).text_bind(param);
+            if let (Some(key), "r", false) = (sql.after_key, r, *negate) {
+                sql.push(&format!(" AND {i}.key > ")).int(key);
+            }
             sql.push(" AND (");
             for (n, v) in values.iter().enumerate() {
                 if n > 0 {
@@ -613,32 +620,53 @@ pub fn page_query(
     limit: usize,
 ) -> Sql {
     let mut sql = Sql::new(dialect);
-    sql.push("SELECT * FROM (SELECT ").push(RESOURCE_COLUMNS);
+    let rtype = if search.types.is_empty() {
+        search.resource_type.as_str()
+    } else {
+        ""
+    };
+    // Keys first, bodies last: the filtering, sorting and LIMIT touch only index columns,
+    // and only the page's bodies are read.
+    sql.push("SELECT ").push(RESOURCE_COLUMNS);
+    for n in 0..search.sort.len() {
+        sql.push(&format!(", p.s{n}"));
+    }
+    sql.push(" FROM (SELECT * FROM (SELECT r.key");
     for (n, s) in search.sort.iter().enumerate() {
         sql.push(", ");
-        let rtype = if search.types.is_empty() {
-            search.resource_type.as_str()
-        } else {
-            ""
-        };
         sort_expression(&mut sql, &s.param, s.kind, s.descending, rtype);
         sql.push(&format!(" AS s{n}"));
     }
     sql.push(" FROM resource r WHERE ");
+    // In key order, the cursor bounds every index scan, so a page costs what it returns.
+    if search.sort.is_empty() {
+        sql.after_key = after.map(|c| c.key);
+    }
     where_clause(&mut sql, search);
+    if let Some(key) = sql.after_key {
+        sql.push(" AND r.key > ").int(key);
+    }
+    sql.after_key = None;
     sql.push(") q");
     if let Some(cursor) = after {
         sql.push(" WHERE ");
         keyset(&mut sql, search, cursor, 0);
     }
-    sql.push(" ORDER BY ");
-    for (n, s) in search.sort.iter().enumerate() {
-        sql.push(&format!(
-            "(q.s{n} IS NULL), q.s{n}{}, ",
-            if s.descending { " DESC" } else { "" }
-        ));
-    }
-    sql.push("q.key LIMIT ").int(limit as i64);
+    let order = |alias: &str| {
+        let mut o = String::from(" ORDER BY ");
+        for (n, s) in search.sort.iter().enumerate() {
+            o.push_str(&format!(
+                "({alias}.s{n} IS NULL), {alias}.s{n}{}, ",
+                if s.descending { " DESC" } else { "" }
+            ));
+        }
+        o.push_str(&format!("{alias}.key"));
+        o
+    };
+    sql.push(&order("q"));
+    sql.push(" LIMIT ").int(limit as i64);
+    sql.push(") p JOIN resource r ON r.key = p.key");
+    sql.push(&order("p"));
     sql
 }
 
