@@ -158,6 +158,11 @@ pub enum Predicate {
     },
     /// All components match, in the same element (`code$value`).
     Composite(Vec<Predicate>),
+    /// All of these hold on the same index row.
+    All(Vec<Predicate>),
+    /// The indexed date range starts after this instant: an implied bound that lets an
+    /// index serve `ge`/`gt`/`eq` on short (at most a year long) date values.
+    StartsAfter(Micros),
 }
 
 #[derive(Debug, Clone)]
@@ -327,6 +332,7 @@ pub fn parse(
             search.canonical.push((key.clone(), value.clone()));
         }
     }
+    merge_date_ranges(registry, resource_type, &mut search.filters);
     Ok(search)
 }
 
@@ -466,7 +472,14 @@ pub fn parse_filter(
             .collect(),
         (ParamType::Date, None) => split_or(value)
             .iter()
-            .map(|v| date_value(key, v))
+            .map(|v| {
+                let p = date_value(key, v)?;
+                Ok(if param.short_dates {
+                    with_start_bound(p)
+                } else {
+                    p
+                })
+            })
             .collect::<Parsed<_>>()?,
         (ParamType::Number, None) => split_or(value)
             .iter()
@@ -698,6 +711,65 @@ fn prefix_of(value: &str) -> (Prefix, &str) {
         }
     }
     (Prefix::Eq, value)
+}
+
+/// The longest range a date value can stand for: a year (`2024`), plus a day for leap years
+/// and zones.
+const LONGEST_DATE: Micros = 367 * 86_400 * 1_000_000;
+
+/// Adds the start bound that `eq`, `gt`, `ge` and `sa` imply on short date values.
+fn with_start_bound(p: Predicate) -> Predicate {
+    match p {
+        Predicate::Date {
+            prefix: Prefix::Eq | Prefix::Gt | Prefix::Ge | Prefix::Sa,
+            lo,
+            ..
+        } => Predicate::All(vec![
+            p,
+            Predicate::StartsAfter(lo.saturating_sub(LONGEST_DATE)),
+        ]),
+        other => other,
+    }
+}
+
+/// Date filters of one single-valued parameter joined by AND (`ge2020&lt2021`) test one row
+/// together, so that an index sees both bounds.
+fn merge_date_ranges(registry: &Registry, resource_type: &str, filters: &mut Vec<Filter>) {
+    let mut merged: Vec<Filter> = Vec::new();
+    for f in filters.drain(..) {
+        if let Filter::Match {
+            param,
+            kind: ParamType::Date,
+            values,
+            negate: false,
+        } = &f
+        {
+            let single = registry
+                .get(resource_type, param)
+                .is_some_and(|p| p.single_valued);
+            if single && values.len() == 1 {
+                let existing = merged.iter_mut().find(|m| {
+                    matches!(m, Filter::Match { param: p, kind: ParamType::Date, values: v, negate: false }
+                        if p == param && v.len() == 1)
+                });
+                if let Some(Filter::Match { values: v, .. }) = existing {
+                    let first = v.pop().expect("one value");
+                    let mut all = match first {
+                        Predicate::All(ps) => ps,
+                        other => vec![other],
+                    };
+                    match values[0].clone() {
+                        Predicate::All(ps) => all.extend(ps),
+                        other => all.push(other),
+                    }
+                    v.push(Predicate::All(all));
+                    continue;
+                }
+            }
+        }
+        merged.push(f);
+    }
+    *filters = merged;
 }
 
 /// A date search value: a date or dateTime of any precision (seconds may be left out).
@@ -1019,16 +1091,32 @@ mod tests {
     #[test]
     fn dates_take_prefixes_and_precision() {
         match parse_one("Patient", "birthdate", "ge1980-05").unwrap() {
-            Filter::Match { values, .. } => match values[0] {
-                Predicate::Date {
-                    prefix: Prefix::Ge,
-                    lo,
-                    hi,
-                } => assert!(hi > lo),
-                ref other => panic!("{other:?}"),
+            Filter::Match { values, .. } => match &values[0] {
+                // A birth date is at most a year long: `ge` implies where its range starts.
+                Predicate::All(parts) => {
+                    assert!(
+                        matches!(parts[0], Predicate::Date { prefix: Prefix::Ge, lo, hi } if hi > lo)
+                    );
+                    assert!(matches!(parts[1], Predicate::StartsAfter(_)));
+                }
+                other => panic!("{other:?}"),
             },
             other => panic!("{other:?}"),
         }
+        // Two bounds on a single-valued date test one row together.
+        let params = vec![
+            ("birthdate".to_string(), "ge1980".to_string()),
+            ("birthdate".to_string(), "lt1990".to_string()),
+        ];
+        let s = parse(Registry::r4(), "http://h/fhir", "Patient", &params, false).unwrap();
+        assert_eq!(s.filters.len(), 1, "{:?}", s.filters);
+        // A Period-valued date keeps one lookup per bound.
+        let params = vec![
+            ("date".to_string(), "ge1980".to_string()),
+            ("date".to_string(), "lt1990".to_string()),
+        ];
+        let s = parse(Registry::r4(), "http://h/fhir", "Encounter", &params, false).unwrap();
+        assert_eq!(s.filters.len(), 2);
         assert!(parse_one("Patient", "birthdate", "2024-13-01").is_err());
         assert!(parse_one("Observation", "date", "2024-01-02T10:00Z").is_ok());
     }

@@ -69,6 +69,12 @@ pub struct SearchParam {
     /// For composites: each component's type and expression (relative to the element the
     /// composite's expression selects).
     pub components: Vec<Component>,
+    /// The expression selects at most one element (a simple path to a non-repeating
+    /// element): `birthdate=ge..&birthdate=lt..` can then test both bounds on one row.
+    pub single_valued: bool,
+    /// Every value is a date, dateTime or instant (no Period): its range is at most a year
+    /// long, which bounds index scans.
+    pub short_dates: bool,
 }
 
 /// One component of a composite parameter.
@@ -261,6 +267,37 @@ impl Registry {
     }
 }
 
+/// (single-valued, short dates) for an expression made of simple paths `Type.element`, one
+/// per base (`Patient.birthDate | Person.birthDate`): each resource matches one branch.
+fn shape(sp: &Value) -> (bool, bool) {
+    let Some(expression) = sp["expression"].as_str() else {
+        return (false, false);
+    };
+    expression
+        .split('|')
+        .map(|branch| branch_shape(branch.trim()))
+        .fold((true, true), |(a, b), (c, d)| (a && c, b && d))
+}
+
+fn branch_shape(path: &str) -> (bool, bool) {
+    let Some((t, element)) = path.split_once('.') else {
+        return (false, false);
+    };
+    if !element.chars().all(|c| c.is_ascii_alphanumeric()) || !RESOURCE_TYPES.contains(&t) {
+        return (false, false);
+    }
+    const SHORT: [&str; 3] = ["date", "dateTime", "instant"];
+    if let Some(e) = super::model::element(t, element) {
+        return (!e.is_array, SHORT.contains(&e.type_name));
+    }
+    let choices = super::model::choice_elements(t, element);
+    if choices.is_empty() {
+        (false, false)
+    } else {
+        (true, choices.iter().all(|(_, ty)| SHORT.contains(ty)))
+    }
+}
+
 fn parse_param(sp: &Value, kinds: &HashMap<String, ParamType>) -> Option<SearchParam> {
     let code = sp["code"].as_str()?.to_string();
     let kind = ParamType::parse(sp["type"].as_str()?)?;
@@ -289,6 +326,8 @@ fn parse_param(sp: &Value, kinds: &HashMap<String, ParamType>) -> Option<SearchP
                     .collect()
             })
             .unwrap_or_default(),
+        single_valued: shape(sp).0,
+        short_dates: shape(sp).1,
         components: sp["component"]
             .as_array()
             .map(|cs| {
@@ -332,5 +371,10 @@ mod tests {
         assert_eq!(composite.components.len(), 2, "{composite:?}");
         assert_eq!(composite.components[1].kind, ParamType::Quantity);
         assert!(composite.is_indexed());
+        let birthdate = r.get("Patient", "birthdate").unwrap();
+        assert!(birthdate.single_valued && birthdate.short_dates);
+        let effective = r.get("Observation", "date").unwrap();
+        assert!(!effective.short_dates, "effective[x] may be a Period");
+        assert!(!r.get("Patient", "name").unwrap().single_valued);
     }
 }

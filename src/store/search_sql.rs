@@ -358,6 +358,19 @@ fn predicate(sql: &mut Sql, p: &Predicate, c: &Cols) {
                 sql.push(&format!(", 1, length({v})) = {v}", v = c.value));
             }
         },
+        Predicate::All(parts) => {
+            sql.push("(");
+            for (n, part) in parts.iter().enumerate() {
+                if n > 0 {
+                    sql.push(" AND ");
+                }
+                predicate(sql, part, c);
+            }
+            sql.push(")");
+        }
+        Predicate::StartsAfter(at) => {
+            sql.push(&format!("{} > ", c.lo)).int(*at);
+        }
         Predicate::Composite(parts) => {
             sql.push("(");
             for (n, part) in parts.iter().enumerate() {
