@@ -1,7 +1,7 @@
 //! Load generator: drives a running Hearth with N concurrent connections and prints
 //! throughput and p50/p95/p99 latency for create, read and update of Patients. With
 //! `--raw-postgres URL` it runs the same work as raw SQL against PostgreSQL instead (the same
-//! insert of a resource row and its version row; one select by key), so Hearth can be stated
+//! insert of a resource row, its version row and its search index rows; one select by key), so Hearth can be stated
 //! as a ratio of what the database alone does. With `--pid` it samples the server's resident
 //! memory.
 //!
@@ -193,15 +193,38 @@ async fn raw_postgres(args: Args, url: String) {
             let mut body = patient(i);
             body["id"] = json!(id);
             body["meta"] = json!({"versionId": "1", "lastUpdated": "2026-01-01T00:00:00.000000Z"});
-            sqlx::query(
+            // The same rows Hearth writes: resource, version, and the search index rows.
+            let rows = hearth::search::index::extract(
+                hearth::search::registry::Registry::r4(),
+                &body,
+                "http://127.0.0.1:8080/fhir",
+            );
+            let Ok(mut tx) = pool.begin().await else { return false };
+            let key: Option<i64> = sqlx::query_scalar(
                 "WITH r AS (
                     INSERT INTO resource (type, id, version, last_updated, body) VALUES ($1, $2, 1, now(), $3)
                     ON CONFLICT (type, id) DO NOTHING RETURNING key, body)
                  INSERT INTO resource_version (key, type, id, version, last_updated, method, body)
-                 SELECT key, $1, $2, 1, now(), 'POST', body FROM r",
+                 SELECT key, $1, $2, 1, now(), 'POST', body FROM r RETURNING key",
             )
             .bind("Patient").bind(&id).bind(sqlx::types::Json(&body))
-            .execute(&*pool).await.is_ok()
+            .fetch_optional(&mut *tx).await.ok().flatten();
+            let Some(key) = key else { return false };
+            use hearth::store::search_sql::{Bind, Dialect};
+            for sql in hearth::store::index_write::inserts(Dialect::Postgres, key, "Patient", &rows) {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.text.clone())).persistent(false);
+                for b in &sql.binds {
+                    q = match b {
+                        Bind::Text(s) => q.bind(s.clone()),
+                        Bind::Int(i) => q.bind(*i),
+                        Bind::Float(f) => q.bind(*f),
+                    };
+                }
+                if q.execute(&mut *tx).await.is_err() {
+                    return false;
+                }
+            }
+            tx.commit().await.is_ok()
         }
     })
     .await;

@@ -58,6 +58,9 @@ pub enum Filter {
     Chain {
         param: String,
         targets: Vec<(String, Box<Filter>)>,
+        /// Many resources satisfy the chained filters: check each candidate row on its own
+        /// instead of collecting every match first (set by the store before it plans).
+        dense: bool,
     },
     /// Reverse chaining (`_has`): some `source_type` resource refers to this one through
     /// `param` and satisfies `inner`.
@@ -388,6 +391,7 @@ pub fn parse_filter(
         return Ok(Filter::Chain {
             param: code.to_string(),
             targets,
+            dense: false,
         });
     }
     let (code, modifier) = match key.split_once(':') {
@@ -1134,7 +1138,7 @@ mod tests {
     #[test]
     fn chains_and_has_resolve_their_types() {
         match parse_one("Observation", "subject:Patient.name", "anna").unwrap() {
-            Filter::Chain { param, targets } => {
+            Filter::Chain { param, targets, .. } => {
                 assert_eq!(param, "subject");
                 assert_eq!(targets.len(), 1);
                 assert_eq!(targets[0].0, "Patient");

@@ -357,6 +357,8 @@ impl Store {
             });
         }
         let kinds: Vec<ParamType> = search.sort.iter().map(|s| s.kind).collect();
+        let planned = self.plan_chains(search).await?;
+        let search = &planned;
         let sql = search_sql::page_query(dialect, search, after.as_ref(), search.count + 1);
         let mut found = self.fetch(sql, &kinds).await?;
         let next = if found.len() > search.count {
@@ -453,6 +455,32 @@ impl Store {
         let lock = format!("{resource_type}?{}", criteria.join("&"));
         let sql = search_sql::page_query(self.dialect(), search, None, 2);
         self.create_unless(resource_type, body, (lock, sql)).await
+    }
+
+    /// Marks the chains whose chained filters match many resources as dense (see
+    /// [`crate::search::query::Filter::Chain`]): a capped count per chain decides.
+    async fn plan_chains(&self, search: &Search) -> Result<Search> {
+        const DENSE: usize = 1000;
+        let mut planned = search.clone();
+        if self.dialect() != Dialect::Postgres || !search.sort.is_empty() {
+            return Ok(planned);
+        }
+        for f in &mut planned.filters {
+            if let crate::search::query::Filter::Chain { targets, dense, .. } = f {
+                let mut matches = 0;
+                for (target_type, inner) in targets.iter() {
+                    let mut probe = search.clone();
+                    probe.resource_type = target_type.clone();
+                    probe.types = Vec::new();
+                    probe.filters = vec![(**inner).clone()];
+                    matches += self
+                        .count(search_sql::at_least_query(Dialect::Postgres, &probe, DENSE))
+                        .await?;
+                }
+                *dense = matches >= DENSE as i64;
+            }
+        }
+        Ok(planned)
     }
 
     /// `_include` and `_revinclude`, iterated where asked, each resource at most once and

@@ -203,16 +203,25 @@ pub fn filter(sql: &mut Sql, f: &Filter, r: &str, rtype: &str) {
             }
             sql.push(")");
         }
-        Filter::Chain { param, targets } => {
+        Filter::Chain {
+            param,
+            targets,
+            dense,
+        } => {
             let (c, t) = (sql.alias("c"), sql.alias("t"));
+            // Dense chains (many targets match) are checked row by row, in the order the page
+            // walks: from this resource's reference to its target. OFFSET 0 keeps PostgreSQL
+            // from turning either check into a join over every match.
+            let fenced = *dense && sql.dialect == Dialect::Postgres;
             sql.push(&format!(
-                "EXISTS (SELECT 1 FROM search_reference {c} JOIN resource {t} \
-                 ON {t}.type = {c}.target_type AND {t}.id = {c}.target_id \
-                 WHERE {c}.key = {r}.key AND {c}.type = "
+                "EXISTS (SELECT 1 FROM search_reference {c} WHERE {c}.key = {r}.key AND {c}.type = "
             ));
             sql.type_of(rtype, r);
             sql.push(&format!(" AND {c}.param = ")).text_bind(param);
-            sql.push(" AND ");
+            sql.push(&format!(
+                " AND EXISTS (SELECT 1 FROM resource {t} \
+                 WHERE {t}.type = {c}.target_type AND {t}.id = {c}.target_id AND "
+            ));
             sql.live(&t);
             sql.push(" AND (");
             for (n, (target_type, inner)) in targets.iter().enumerate() {
@@ -224,7 +233,11 @@ pub fn filter(sql: &mut Sql, f: &Filter, r: &str, rtype: &str) {
                 filter(sql, inner, &t, target_type);
                 sql.push(")");
             }
-            sql.push("))");
+            sql.push(if fenced {
+                ") OFFSET 0) OFFSET 0)"
+            } else {
+                ")))"
+            });
         }
         Filter::Has {
             source_type,
@@ -384,8 +397,16 @@ fn predicate(sql: &mut Sql, p: &Predicate, c: &Cols) {
     }
 }
 
-/// `column` starts with `prefix`, as a range an index can serve.
+/// `column` starts with `prefix`, as a range an index can serve. PostgreSQL gets a `LIKE`
+/// on its `C`-collated columns: it serves it from the same index and estimates how many rows
+/// a prefix matches far better than for an open-ended range.
 fn prefix_range(sql: &mut Sql, column: &str, prefix: &str) {
+    if sql.dialect == Dialect::Postgres {
+        sql.push(&format!("{column} LIKE "))
+            .text_bind(&format!("{}%", like_escape(prefix)));
+        sql.push(" ESCAPE '\\'");
+        return;
+    }
     sql.push(&format!("({column} >= ")).text_bind(prefix);
     sql.push(&format!(" AND {column} < "))
         .text_bind(&prefix_upper_bound(prefix));
@@ -844,4 +865,14 @@ mod tests {
         assert_eq!(PageCursor::decode(&c.encode()), Some(c));
         assert_eq!(PageCursor::decode("garbage!"), None);
     }
+}
+
+/// Whether at least `limit` current resources match `search` (a capped count).
+pub fn at_least_query(dialect: Dialect, search: &Search, limit: usize) -> Sql {
+    let mut sql = Sql::new(dialect);
+    sql.push("SELECT count(*) FROM (SELECT 1 FROM resource r WHERE ");
+    where_clause(&mut sql, search);
+    sql.push(" LIMIT ").int(limit as i64);
+    sql.push(") x");
+    sql
 }
