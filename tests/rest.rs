@@ -776,7 +776,16 @@ async fn capability_statement(s: &Server) {
         .map(|i| i["code"].as_str().unwrap())
         .collect();
     assert!(interactions.contains(&"read") && interactions.contains(&"history-instance"));
-    assert!(interactions.contains(&"search-type"));
+    assert!(interactions.contains(&"search-type") && interactions.contains(&"patch"));
+    let system: Vec<_> = cs["rest"][0]["interaction"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["code"].as_str().unwrap())
+        .collect();
+    for code in ["transaction", "batch", "history-system", "search-system"] {
+        assert!(system.contains(&code), "{code}");
+    }
     let params: Vec<_> = patient["searchParam"]
         .as_array()
         .unwrap()

@@ -85,7 +85,12 @@ pub fn statement(base_url: &str, started: &str, registry: &Registry) -> Value {
         "rest": [{
             "mode": "server",
             "resource": resources,
-            "interaction": [{"code": "history-system"}, {"code": "search-system"}],
+            "interaction": [
+                {"code": "transaction"},
+                {"code": "batch"},
+                {"code": "history-system"},
+                {"code": "search-system"},
+            ],
         }],
     })
 }
