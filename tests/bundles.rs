@@ -112,6 +112,23 @@ async fn transaction_rewrites_references(s: &Server) {
         .as_str()
         .unwrap()
         .contains(&format!("Patient/{patient_id}")));
+    // Prefer: return=minimal leaves the resources out.
+    let minimal = transaction(vec![post(
+        "urn:uuid:11111111-1111-4111-8111-999999999999",
+        json!({"resourceType": "Patient"}),
+    )]);
+    let r = s
+        .client
+        .post(s.base.clone())
+        .header("content-type", "application/fhir+json")
+        .header("prefer", "return=minimal")
+        .body(minimal.to_string())
+        .send()
+        .await
+        .unwrap();
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["entry"][0]["response"]["status"], "201 Created");
+    assert!(b["entry"][0].get("resource").is_none());
     // The index was written with the resources.
     assert_eq!(
         count(s, &format!("Observation?subject=Patient/{patient_id}")).await,

@@ -570,6 +570,8 @@ async fn transaction(state: &AppState, req: &FhirRequest, raw: &[Value]) -> Resu
             }
         };
     }
+    let methods: Vec<Method> = entries.iter().map(|e| e.method).collect();
+    prefer(req, &methods, &mut response_entries);
     Ok(Reply::ok(response_bundle(
         "transaction-response",
         response_entries,
@@ -628,10 +630,45 @@ async fn batch(state: &AppState, req: &FhirRequest, raw: &[Value]) -> Result<Rep
             Err(e) => error_entry(&at_entry(n, e)),
         });
     }
+    let methods: Vec<Method> = raw
+        .iter()
+        .map(|e| match e["request"]["method"].as_str() {
+            Some("GET") => Method::Get,
+            Some("HEAD") => Method::Head,
+            _ => Method::Post,
+        })
+        .collect();
+    prefer(req, &methods, &mut response_entries);
     Ok(Reply::ok(response_bundle(
         "batch-response",
         response_entries,
     )))
+}
+
+/// `Prefer: return=minimal` leaves the written resources out of the response entries;
+/// `return=OperationOutcome` puts an outcome in their place. Reads keep their resources.
+fn prefer(req: &FhirRequest, methods: &[Method], entries: &mut [Value]) {
+    use super::request::Return;
+    for (entry, method) in entries.iter_mut().zip(methods) {
+        if matches!(method, Method::Get | Method::Head) {
+            continue;
+        }
+        let Value::Object(map) = entry else { continue };
+        let written = match req.prefer_return {
+            Return::Representation => continue,
+            Return::Minimal | Return::OperationOutcome => map.shift_remove("resource").is_some(),
+        };
+        if written && req.prefer_return == Return::OperationOutcome {
+            let status = map["response"]["status"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            map["response"]["outcome"] =
+                operation_outcome(&[crate::fhir::outcome::Issue::information(format!(
+                    "written: {status}"
+                ))]);
+        }
+    }
 }
 
 fn response_bundle(kind: &str, entries: Vec<Value>) -> Value {

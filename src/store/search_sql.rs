@@ -811,6 +811,16 @@ fn keys_in(sql: &mut Sql, column: &str, keys: &[i64]) {
     sql.push(")");
 }
 
+/// Whether at least `limit` current resources match `search` (a capped count).
+pub fn at_least_query(dialect: Dialect, search: &Search, limit: usize) -> Sql {
+    let mut sql = Sql::new(dialect);
+    sql.push("SELECT count(*) FROM (SELECT 1 FROM resource r WHERE ");
+    where_clause(&mut sql, search);
+    sql.push(" LIMIT ").int(limit as i64);
+    sql.push(") x");
+    sql
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -865,14 +875,4 @@ mod tests {
         assert_eq!(PageCursor::decode(&c.encode()), Some(c));
         assert_eq!(PageCursor::decode("garbage!"), None);
     }
-}
-
-/// Whether at least `limit` current resources match `search` (a capped count).
-pub fn at_least_query(dialect: Dialect, search: &Search, limit: usize) -> Sql {
-    let mut sql = Sql::new(dialect);
-    sql.push("SELECT count(*) FROM (SELECT 1 FROM resource r WHERE ");
-    where_clause(&mut sql, search);
-    sql.push(" LIMIT ").int(limit as i64);
-    sql.push(") x");
-    sql
 }
