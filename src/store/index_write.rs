@@ -185,24 +185,31 @@ fn values(sql: &mut Sql, value: &IndexValue) {
 
 /// INSERT statements for `rows` of resource `key` of type `rtype`, one per table and chunk.
 pub fn inserts(dialect: Dialect, key: i64, rtype: &str, rows: &[IndexRow]) -> Vec<Sql> {
+    inserts_many(dialect, &[(key, rtype, rows)])
+}
+
+/// INSERT statements for the rows of several resources (key, type, rows): one per table and
+/// chunk, whatever the number of resources.
+pub fn inserts_many(dialect: Dialect, resources: &[(i64, &str, &[IndexRow])]) -> Vec<Sql> {
     let mut statements = Vec::new();
     for table in TABLES {
-        let of_table: Vec<&IndexRow> = rows
+        let of_table: Vec<(i64, &str, &IndexRow)> = resources
             .iter()
-            .filter(|r| table_and_columns(&r.value).0 == table)
+            .flat_map(|(key, rtype, rows)| rows.iter().map(move |r| (*key, *rtype, r)))
+            .filter(|(_, _, r)| table_and_columns(&r.value).0 == table)
             .collect();
         for chunk in of_table.chunks(CHUNK) {
-            let columns = table_and_columns(&chunk[0].value).1;
+            let columns = table_and_columns(&chunk[0].2.value).1;
             let mut sql = Sql::new(dialect);
             sql.push(&format!(
                 "INSERT INTO {table} (key, type, param, {columns}) VALUES "
             ));
-            for (n, row) in chunk.iter().enumerate() {
+            for (n, (key, rtype, row)) in chunk.iter().enumerate() {
                 if n > 0 {
                     sql.push(", ");
                 }
                 sql.push("(")
-                    .int(key)
+                    .int(*key)
                     .push(", ")
                     .text_bind(rtype)
                     .push(", ");

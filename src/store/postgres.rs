@@ -242,7 +242,12 @@ async fn insert_new(
 
 impl PgStore {
     /// One write of a transaction, in `tx`.
-    async fn write_one(&self, tx: &mut sqlx::PgConnection, write: Write) -> Result<Written> {
+    async fn write_one(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        write: Write,
+        pending: &mut Pending,
+    ) -> Result<Written> {
         let last_updated = now();
         match write {
             Write::Create {
@@ -252,6 +257,8 @@ impl PgStore {
                 unless,
             } => {
                 if let Some(condition) = unless {
+                    // The condition must see what earlier entries wrote.
+                    flush(tx, pending).await?;
                     let rows = query(&condition)
                         .fetch_all(&mut *tx)
                         .await
@@ -273,7 +280,8 @@ impl PgStore {
                 )
                 .await?
                 .ok_or_else(|| Error::conflict(format!("{resource_type}/{id} already exists")))?;
-                write_index(tx, &self.indexer, key, &resource_type, Some(&body), true).await?;
+                self.index_later(tx, pending, key, &resource_type, Some(&body), true)
+                    .await?;
                 Ok(Written {
                     version: Some(Version {
                         resource_type,
@@ -315,7 +323,7 @@ impl PgStore {
                                 "{resource_type}/{id} was created concurrently; retry"
                             ))
                         })?;
-                        write_index(tx, &self.indexer, key, &resource_type, Some(&body), true)
+                        self.index_later(tx, pending, key, &resource_type, Some(&body), true)
                             .await?;
                         (1, true)
                     }
@@ -323,7 +331,7 @@ impl PgStore {
                         stamp(&mut body, &id, v + 1, last_updated);
                         write_version(tx, key, v + 1, last_updated, Method::Put, Some(&body))
                             .await?;
-                        write_index(tx, &self.indexer, key, &resource_type, Some(&body), false)
+                        self.index_later(tx, pending, key, &resource_type, Some(&body), false)
                             .await?;
                         (v + 1, deleted)
                     }
@@ -358,7 +366,8 @@ impl PgStore {
                     });
                 };
                 write_version(tx, key, v + 1, last_updated, Method::Delete, None).await?;
-                write_index(tx, &self.indexer, key, &resource_type, None, false).await?;
+                self.index_later(tx, pending, key, &resource_type, None, false)
+                    .await?;
                 Ok(Written {
                     version: Some(Version {
                         resource_type,
@@ -373,6 +382,44 @@ impl PgStore {
             }
         }
     }
+
+    /// Replaces the index rows of `key` within a transaction: old rows go now, new rows wait
+    /// in `pending` to be inserted together (a few statements for a whole Bundle).
+    async fn index_later(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        pending: &mut Pending,
+        key: i64,
+        resource_type: &str,
+        body: Option<&Value>,
+        fresh: bool,
+    ) -> Result<()> {
+        if !fresh {
+            for sql in index_write::deletes(Dialect::Postgres, key) {
+                query(&sql).execute(&mut *tx).await.map_err(db_error)?;
+            }
+        }
+        if let Some(body) = body {
+            pending.push((key, resource_type.to_string(), self.indexer.rows(body)));
+        }
+        Ok(())
+    }
+}
+
+/// Index rows waiting to be inserted: (key, type, rows).
+type Pending = Vec<(i64, String, Vec<crate::search::index::IndexRow>)>;
+
+/// Inserts the pending index rows, table by table, in as few statements as fit.
+async fn flush(tx: &mut sqlx::PgConnection, pending: &mut Pending) -> Result<()> {
+    let items: Vec<(i64, &str, &[crate::search::index::IndexRow])> = pending
+        .iter()
+        .map(|(k, t, rows)| (*k, t.as_str(), rows.as_slice()))
+        .collect();
+    for sql in index_write::inserts_many(Dialect::Postgres, &items) {
+        query(&sql).execute(&mut *tx).await.map_err(db_error)?;
+    }
+    pending.clear();
+    Ok(())
 }
 
 impl ResourceStore for PgStore {
@@ -604,13 +651,19 @@ impl ResourceStore for PgStore {
     async fn transaction(&self, writes: Vec<(usize, Write)>) -> Result<Vec<Written>> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         let mut done = Vec::with_capacity(writes.len());
+        let mut pending = Pending::new();
+        let mut last = 0;
         for (n, write) in writes {
+            last = n;
             let written = self
-                .write_one(&mut tx, write)
+                .write_one(&mut tx, write, &mut pending)
                 .await
                 .map_err(|e| at_entry(n, e))?;
             done.push(written);
         }
+        flush(&mut tx, &mut pending)
+            .await
+            .map_err(|e| at_entry(last, e))?;
         tx.commit().await.map_err(db_error)?;
         Ok(done)
     }
