@@ -541,22 +541,11 @@ async fn transaction(state: &AppState, req: &FhirRequest, raw: &[Value]) -> Resu
         results.entry(*n).or_default().push(w);
     }
     // SearchParameters written by the transaction change what search can do.
-    for (_, write) in &writes {
-        if let Write::Create {
-            resource_type,
-            body,
-            ..
-        }
-        | Write::Update {
-            resource_type,
-            body,
-            ..
-        } = write
-        {
-            if resource_type == "SearchParameter" {
-                after_write(state, resource_type, Vec::new(), Some(body)).await;
-            }
-        }
+    if writes
+        .iter()
+        .any(|(_, w)| w.resource_type() == "SearchParameter")
+    {
+        after_write(state, "SearchParameter").await;
     }
     // The responses, in the order of the request; reads last, after the writes.
     let mut response_entries = vec![Value::Null; entries.len()];
@@ -605,22 +594,8 @@ async fn batch(state: &AppState, req: &FhirRequest, raw: &[Value]) -> Result<Rep
                 Plan::Deletes(ws) => ws.into_iter().map(|w| (n, w)).collect(),
             };
             let written = state.store.transaction(writes.clone()).await?;
-            for (_, write) in &writes {
-                if let Write::Create {
-                    resource_type,
-                    body,
-                    ..
-                }
-                | Write::Update {
-                    resource_type,
-                    body,
-                    ..
-                } = write
-                {
-                    if resource_type == "SearchParameter" {
-                        after_write(state, resource_type, Vec::new(), Some(body)).await;
-                    }
-                }
+            if let Some((_, w)) = writes.first() {
+                after_write(state, w.resource_type()).await;
             }
             Ok::<Value, Error>(written_result(state, &written))
         }

@@ -17,7 +17,6 @@ use crate::fhir::id::{etag, is_valid_id, parse_etag, parse_version};
 use crate::fhir::outcome::IssueType;
 use crate::fhir::resource_type::is_resource_type;
 use crate::search::query::{self, Search};
-use crate::search::registry::Registry;
 
 use crate::store::{ResourceStore, Version};
 
@@ -105,7 +104,7 @@ pub async fn create(
                 }
             }
         };
-        after_write(&state, &resource_type, Vec::new(), v.body.as_ref()).await;
+        after_write(&state, &resource_type).await;
         Ok(Reply::written(
             StatusCode::CREATED,
             &v,
@@ -117,41 +116,14 @@ pub async fn create(
     req.respond(result)
 }
 
-/// The resource types a stored SearchParameter applies to, before it changes.
-async fn old_bases(state: &AppState, resource_type: &str, id: &str) -> Result<Vec<String>> {
-    if resource_type != "SearchParameter" {
-        return Ok(Vec::new());
-    }
-    Ok(state
-        .store
-        .read(resource_type, id)
-        .await?
-        .and_then(|v| v.body)
-        .map(|b| Registry::bases_of(&b))
-        .unwrap_or_default())
-}
-
-/// After a write: a changed SearchParameter changes what search can do. The registry and
-/// the CapabilityStatement are rebuilt at once; the resources of the types it applies to
-/// (before or after the change) are reindexed in the background.
-pub(super) async fn after_write(
-    state: &AppState,
-    resource_type: &str,
-    mut bases: Vec<String>,
-    new: Option<&Value>,
-) {
+/// After a write: a SearchParameter changes what search can do. The registry and the
+/// CapabilityStatement are rebuilt at once; the types whose parameters changed are
+/// reindexed in the background.
+pub(super) async fn after_write(state: &AppState, resource_type: &str) {
     if resource_type != "SearchParameter" {
         return;
     }
-    if let Some(body) = new {
-        bases.extend(Registry::bases_of(body));
-    }
-    bases.sort();
-    bases.dedup();
-    if bases.is_empty() {
-        // Neither the old nor the new version is active: nothing searchable changed.
-        return;
-    }
+    let before = state.store.indexer().registry();
     match state.store.load_search_parameters().await {
         Ok(refused) => {
             for r in refused {
@@ -163,19 +135,60 @@ pub(super) async fn after_write(
             return;
         }
     }
-    let statement = super::capability::statement(
-        &state.base_url,
-        &state.started,
-        &state.store.indexer().registry(),
-    );
+    let after = state.store.indexer().registry();
+    let changed = before.changed_types(&after);
+    if changed.is_empty() {
+        // A draft or retired parameter, or one Hearth cannot use: nothing searchable changed.
+        return;
+    }
+    let statement = super::capability::statement(&state.base_url, &state.started, &after);
     *state.capability.write().unwrap_or_else(|e| e.into_inner()) = statement;
     let store = state.store.clone();
     tokio::spawn(async move {
-        match store.reindex(Some(&bases)).await {
+        match store.reindex(Some(&changed)).await {
             Ok(n) => tracing::info!(resources = n, "reindexed after a SearchParameter change"),
             Err(e) => tracing::error!(error = e.message(), "reindex failed"),
         }
     });
+}
+
+/// Updates (or creates at `id`) and answers as an update does: 201 or 200.
+async fn update_at(
+    state: &AppState,
+    req: &FhirRequest,
+    resource_type: &str,
+    id: &str,
+    resource: Value,
+    expected: Option<i64>,
+) -> Result<Reply> {
+    let updated = state
+        .store
+        .update(resource_type, id, resource, expected)
+        .await?;
+    after_write(state, resource_type).await;
+    let status = if updated.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(Reply::written(
+        status,
+        &updated.version,
+        &state.base_url,
+        req.prefer_return,
+    ))
+}
+
+/// Deletes one resource (nothing if it is not there).
+async fn delete_at(
+    state: &AppState,
+    resource_type: &str,
+    id: &str,
+    expected: Option<i64>,
+) -> Result<Option<Version>> {
+    let deleted = state.store.delete(resource_type, id, expected).await?;
+    after_write(state, resource_type).await;
+    Ok(deleted)
 }
 
 /// Parses the criteria of a conditional interaction. Always strict: a criterion silently
@@ -244,7 +257,7 @@ pub async fn conditional_update(
         let id = match (found.as_slice(), body_id) {
             ([], None) => {
                 let v = state.store.create(&resource_type, resource).await?;
-                after_write(&state, &resource_type, Vec::new(), v.body.as_ref()).await;
+                after_write(&state, &resource_type).await;
                 return Ok(Reply::written(
                     StatusCode::CREATED,
                     &v,
@@ -268,23 +281,7 @@ pub async fn conditional_update(
         };
         let mut resource = resource;
         resource["id"] = Value::String(id.clone());
-        let bases = old_bases(&state, &resource_type, &id).await?;
-        let updated = state
-            .store
-            .update(&resource_type, &id, resource, expected)
-            .await?;
-        after_write(&state, &resource_type, bases, updated.version.body.as_ref()).await;
-        let status = if updated.created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        };
-        Ok(Reply::written(
-            status,
-            &updated.version,
-            &state.base_url,
-            req.prefer_return,
-        ))
+        update_at(&state, &req, &resource_type, &id, resource, expected).await
     }
     .await;
     req.respond(result)
@@ -317,9 +314,7 @@ pub async fn conditional_delete(
             ));
         }
         for v in &found {
-            let bases = old_bases(&state, &resource_type, &v.id).await?;
-            state.store.delete(&resource_type, &v.id, None).await?;
-            after_write(&state, &resource_type, bases, None).await;
+            delete_at(&state, &resource_type, &v.id, None).await?;
         }
         Ok(Reply::empty(StatusCode::NO_CONTENT))
     }
@@ -431,23 +426,7 @@ pub async fn update(
                 ))
             }
         }
-        let bases = old_bases(&state, &resource_type, &id).await?;
-        let updated = state
-            .store
-            .update(&resource_type, &id, resource, expected)
-            .await?;
-        after_write(&state, &resource_type, bases, updated.version.body.as_ref()).await;
-        let status = if updated.created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        };
-        Ok(Reply::written(
-            status,
-            &updated.version,
-            &state.base_url,
-            req.prefer_return,
-        ))
+        update_at(&state, &req, &resource_type, &id, resource, expected).await
     }
     .await;
     req.respond(result)
@@ -463,9 +442,7 @@ pub async fn delete(
         check_type(&resource_type)?;
         check_id(&id)?;
         let expected = req.if_match()?;
-        let bases = old_bases(&state, &resource_type, &id).await?;
-        let deleted = state.store.delete(&resource_type, &id, expected).await?;
-        after_write(&state, &resource_type, bases, None).await;
+        let deleted = delete_at(&state, &resource_type, &id, expected).await?;
         let reply = Reply::empty(StatusCode::NO_CONTENT);
         Ok(match deleted {
             Some(v) => reply.header(header::ETAG, etag(v.version)),
@@ -502,21 +479,9 @@ pub async fn patch(
             Patch::FhirPath(read_resource(&req.headers, body, state.max_body_bytes).await?)
         };
         let (patched, version) = apply_patch(&state, &resource_type, &id, &document).await?;
-        let updated = state
-            .store
-            .update(
-                &resource_type,
-                &id,
-                patched,
-                Some(expected.unwrap_or(version)),
-            )
-            .await?;
-        Ok(Reply::written(
-            StatusCode::OK,
-            &updated.version,
-            &state.base_url,
-            req.prefer_return,
-        ))
+        // The version patched must still be current: a concurrent update gives 412.
+        let version = Some(expected.unwrap_or(version));
+        update_at(&state, &req, &resource_type, &id, patched, version).await
     }
     .await;
     req.respond(result)

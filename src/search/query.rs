@@ -600,20 +600,22 @@ pub fn split_or(value: &str) -> Vec<String> {
 }
 
 fn split_unescaped(value: &str, sep: char) -> Vec<String> {
-    let mut parts = vec![String::new()];
+    let mut parts = Vec::new();
+    let mut current = String::new();
     let mut chars = value.chars();
     while let Some(c) = chars.next() {
         if c == '\\' {
-            parts.last_mut().unwrap().push(c);
+            current.push(c);
             if let Some(n) = chars.next() {
-                parts.last_mut().unwrap().push(n);
+                current.push(n);
             }
         } else if c == sep {
-            parts.push(String::new());
+            parts.push(std::mem::take(&mut current));
         } else {
-            parts.last_mut().unwrap().push(c);
+            current.push(c);
         }
     }
+    parts.push(current);
     parts
 }
 

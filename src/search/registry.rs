@@ -227,30 +227,25 @@ impl Registry {
         (registry, refused)
     }
 
-    /// The resource types an active SearchParameter resource applies to (none for a
-    /// draft or retired one: it does not change what is indexed).
-    pub fn bases_of(sp: &Value) -> Vec<String> {
-        let mut types = Vec::new();
-        if sp["status"] != "active" {
-            return types;
-        }
-        for base in sp["base"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-        {
-            match base {
-                "Resource" | "DomainResource" => {
-                    types.extend(RESOURCE_TYPES.iter().map(|t| t.to_string()))
-                }
-                t if RESOURCE_TYPES.contains(&t) => types.push(t.to_string()),
-                _ => {}
-            }
-        }
-        types.sort();
-        types.dedup();
-        types
+    /// The resource types whose parameters differ between `self` and `newer` (by code,
+    /// definition and expression): those whose index rows must be rebuilt.
+    pub fn changed_types(&self, newer: &Registry) -> Vec<String> {
+        let signature = |r: &Registry, t: &str| -> Vec<(String, String, Option<String>)> {
+            r.params(t)
+                .map(|p| {
+                    (
+                        p.code.clone(),
+                        p.url.clone(),
+                        p.expression.as_ref().map(|e| e.source().to_string()),
+                    )
+                })
+                .collect()
+        };
+        RESOURCE_TYPES
+            .iter()
+            .filter(|t| signature(self, t) != signature(newer, t))
+            .map(|t| t.to_string())
+            .collect()
     }
 
     /// The parameter `code` of `resource_type`.
@@ -365,6 +360,14 @@ mod tests {
         assert_eq!(subject.kind, ParamType::Reference);
         assert!(subject.targets.iter().any(|t| t == "Patient"));
         assert!(r.get("Patient", "nonsense").is_none());
+        // A custom parameter changes only the types it applies to.
+        let (custom, refused) = Registry::with_custom(&[serde_json::json!({
+            "resourceType": "SearchParameter", "url": "http://x/sp", "status": "active",
+            "code": "marital", "base": ["Patient"], "type": "token",
+            "expression": "Patient.maritalStatus"})]);
+        assert!(refused.is_empty());
+        assert_eq!(r.changed_types(&custom), vec!["Patient"]);
+        assert!(r.changed_types(r).is_empty());
         let composite = r
             .get("Observation", "code-value-quantity")
             .expect("composite");

@@ -197,6 +197,16 @@ pub enum Write {
     },
 }
 
+impl Write {
+    pub fn resource_type(&self) -> &str {
+        match self {
+            Write::Create { resource_type, .. }
+            | Write::Update { resource_type, .. }
+            | Write::Delete { resource_type, .. } => resource_type,
+        }
+    }
+}
+
 /// What a [`Write`] did: the new version (none for the delete of nothing) and whether it
 /// created the resource.
 #[derive(Debug, Clone)]

@@ -53,16 +53,29 @@ async fn write_index(
     body: Option<&Value>,
     fresh: bool,
 ) -> Result<()> {
+    let mut pending = Pending::new();
+    index_later(tx, indexer, &mut pending, key, resource_type, body, fresh).await?;
+    flush(tx, &mut pending).await
+}
+
+/// Replaces the index rows of `key`: old rows go now, new rows wait in `pending` to be
+/// inserted together with others (a few statements for a whole Bundle).
+async fn index_later(
+    tx: &mut sqlx::PgConnection,
+    indexer: &Indexer,
+    pending: &mut Pending,
+    key: i64,
+    resource_type: &str,
+    body: Option<&Value>,
+    fresh: bool,
+) -> Result<()> {
     if !fresh {
         for sql in index_write::deletes(Dialect::Postgres, key) {
             query(&sql).execute(&mut *tx).await.map_err(db_error)?;
         }
     }
     if let Some(body) = body {
-        let rows = indexer.rows(body);
-        for sql in index_write::inserts(Dialect::Postgres, key, resource_type, &rows) {
-            query(&sql).execute(&mut *tx).await.map_err(db_error)?;
-        }
+        pending.push((key, resource_type.to_string(), indexer.rows(body)));
     }
     Ok(())
 }
@@ -280,8 +293,16 @@ impl PgStore {
                 )
                 .await?
                 .ok_or_else(|| Error::conflict(format!("{resource_type}/{id} already exists")))?;
-                self.index_later(tx, pending, key, &resource_type, Some(&body), true)
-                    .await?;
+                index_later(
+                    tx,
+                    &self.indexer,
+                    pending,
+                    key,
+                    &resource_type,
+                    Some(&body),
+                    true,
+                )
+                .await?;
                 Ok(Written {
                     version: Some(Version {
                         resource_type,
@@ -323,16 +344,32 @@ impl PgStore {
                                 "{resource_type}/{id} was created concurrently; retry"
                             ))
                         })?;
-                        self.index_later(tx, pending, key, &resource_type, Some(&body), true)
-                            .await?;
+                        index_later(
+                            tx,
+                            &self.indexer,
+                            pending,
+                            key,
+                            &resource_type,
+                            Some(&body),
+                            true,
+                        )
+                        .await?;
                         (1, true)
                     }
                     Some((key, v, deleted)) => {
                         stamp(&mut body, &id, v + 1, last_updated);
                         write_version(tx, key, v + 1, last_updated, Method::Put, Some(&body))
                             .await?;
-                        self.index_later(tx, pending, key, &resource_type, Some(&body), false)
-                            .await?;
+                        index_later(
+                            tx,
+                            &self.indexer,
+                            pending,
+                            key,
+                            &resource_type,
+                            Some(&body),
+                            false,
+                        )
+                        .await?;
                         (v + 1, deleted)
                     }
                 };
@@ -366,8 +403,7 @@ impl PgStore {
                     });
                 };
                 write_version(tx, key, v + 1, last_updated, Method::Delete, None).await?;
-                self.index_later(tx, pending, key, &resource_type, None, false)
-                    .await?;
+                index_later(tx, &self.indexer, pending, key, &resource_type, None, false).await?;
                 Ok(Written {
                     version: Some(Version {
                         resource_type,
@@ -381,28 +417,6 @@ impl PgStore {
                 })
             }
         }
-    }
-
-    /// Replaces the index rows of `key` within a transaction: old rows go now, new rows wait
-    /// in `pending` to be inserted together (a few statements for a whole Bundle).
-    async fn index_later(
-        &self,
-        tx: &mut sqlx::PgConnection,
-        pending: &mut Pending,
-        key: i64,
-        resource_type: &str,
-        body: Option<&Value>,
-        fresh: bool,
-    ) -> Result<()> {
-        if !fresh {
-            for sql in index_write::deletes(Dialect::Postgres, key) {
-                query(&sql).execute(&mut *tx).await.map_err(db_error)?;
-            }
-        }
-        if let Some(body) = body {
-            pending.push((key, resource_type.to_string(), self.indexer.rows(body)));
-        }
-        Ok(())
     }
 }
 
