@@ -48,10 +48,36 @@ pub struct Config {
     #[arg(long, env = "HEARTH_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
-    /// Hearth does not yet authorise requests (SMART on FHIR is planned), so it refuses to
-    /// listen on anything but a loopback address unless this flag says you know.
+    /// Authorization: `on` (SMART on FHIR, the default) or `off` (every request is allowed;
+    /// for local experiments only, and said loudly at start-up).
+    #[arg(long, env = "HEARTH_AUTH", value_enum, default_value = "on")]
+    pub auth: AuthMode,
+
+    /// With `--auth off`, Hearth refuses to listen on anything but a loopback address unless
+    /// this flag says you know.
     #[arg(long, env = "HEARTH_ALLOW_REMOTE_WITHOUT_AUTH")]
     pub allow_remote_without_auth: bool,
+
+    /// How long an access token is valid, in minutes.
+    #[arg(long, env = "HEARTH_ACCESS_TOKEN_MINUTES", default_value_t = 15)]
+    pub access_token_minutes: i64,
+
+    /// How long an `offline_access` refresh token is valid, in days (`online_access` ones:
+    /// 12 hours).
+    #[arg(long, env = "HEARTH_REFRESH_TOKEN_DAYS", default_value_t = 90)]
+    pub refresh_token_days: i64,
+
+    /// How often the token signing key is replaced, in days.
+    #[arg(long, env = "HEARTH_SIGNING_KEY_DAYS", default_value_t = 30)]
+    pub signing_key_days: i64,
+
+    /// Failed sign-ins in a row that lock an account.
+    #[arg(long, env = "HEARTH_MAX_FAILED_LOGINS", default_value_t = 5)]
+    pub max_failed_logins: u32,
+
+    /// How long a locked account stays locked, in minutes.
+    #[arg(long, env = "HEARTH_LOCKOUT_MINUTES", default_value_t = 15)]
+    pub lockout_minutes: i64,
 
     /// How unknown search parameters are handled when the client does not say
     /// (`Prefer: handling=`): `strict` refuses them with 400, `lenient` ignores them and
@@ -67,6 +93,12 @@ pub struct Config {
     /// The most entries a batch or transaction Bundle may have (more: 413).
     #[arg(long, env = "HEARTH_MAX_BUNDLE_ENTRIES", default_value_t = 5000)]
     pub max_bundle_entries: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    On,
+    Off,
 }
 
 /// `Prefer: handling` when the client does not send it.
@@ -88,9 +120,30 @@ impl Config {
             db_pool_size: 16,
             no_migrate: false,
             log_format: LogFormat::Text,
+            auth: AuthMode::On,
             allow_remote_without_auth: false,
+            access_token_minutes: 15,
+            refresh_token_days: 90,
+            signing_key_days: 30,
+            max_failed_logins: 5,
+            lockout_minutes: 15,
             search_handling: Handling::Strict,
             max_bundle_entries: 5000,
+        }
+    }
+
+    /// The authorization server's settings for a server whose FHIR base is `base_url`.
+    pub fn auth_settings(&self, base_url: &str) -> crate::auth::server::Settings {
+        let origin = base_url.strip_suffix("/fhir").unwrap_or(base_url);
+        crate::auth::server::Settings {
+            fhir_base: base_url.to_string(),
+            issuer: format!("{origin}/auth"),
+            access_token_seconds: self.access_token_minutes * 60,
+            refresh_token_seconds: self.refresh_token_days * 86_400,
+            online_refresh_seconds: 12 * 3600,
+            key_rotation_seconds: self.signing_key_days * 86_400,
+            max_failed_logins: self.max_failed_logins,
+            lockout_seconds: self.lockout_minutes * 60,
         }
     }
 

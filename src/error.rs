@@ -11,6 +11,8 @@ pub enum ErrorKind {
     BadRequest,
     /// The resource is well-formed JSON/XML but not a valid R4 resource: 400.
     Invalid,
+    /// The access token does not permit this: 403.
+    Forbidden,
     /// No such resource or endpoint: 404.
     NotFound,
     /// The resource existed and was deleted: 410.
@@ -103,6 +105,11 @@ impl Error {
     }
 
     /// The first issue's diagnostics, for logs and tests.
+    /// 403: the caller's token or role does not permit this.
+    pub fn forbidden(diagnostics: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Forbidden, IssueType::Forbidden, diagnostics)
+    }
+
     pub fn message(&self) -> &str {
         self.issues
             .first()

@@ -26,6 +26,9 @@ pub struct Hearth {
     router: axum::Router,
     store: Store,
     pub base_url: String,
+    /// The authorization server's periodic upkeep, stopped with the server.
+    upkeep: tokio::task::JoinHandle<()>,
+    auth: std::sync::Arc<auth::server::AuthServer>,
 }
 
 impl Hearth {
@@ -68,6 +71,23 @@ impl Hearth {
         for refused in store.load_search_parameters().await? {
             tracing::warn!(refused, "custom SearchParameter not used");
         }
+        let auth = std::sync::Arc::new(
+            auth::server::AuthServer::start(store.clone(), config.auth_settings(&base_url))
+                .await?,
+        );
+        let upkeep = {
+            let auth = auth.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = auth.maintain().await {
+                        tracing::warn!(error = e.message(), "authorization upkeep failed");
+                    }
+                }
+            })
+        };
         let started = fhir::datetime::format_instant(chrono::Utc::now());
         let state = http::AppState::new(http::Shared {
             store: store.clone(),
@@ -79,10 +99,13 @@ impl Hearth {
                 &base_url,
                 &started,
                 &store.indexer().registry(),
+                (config.auth == config::AuthMode::On).then_some(auth.settings.issuer.as_str()),
             )),
             started,
             lenient_by_default: config.search_handling == config::Handling::Lenient,
             max_bundle_entries: config.max_bundle_entries,
+            auth: auth.clone(),
+            enforce_auth: config.auth == config::AuthMode::On,
         });
         // Build the element model now (the first write would), then give back what start-up
         // parsing left behind.
@@ -97,7 +120,15 @@ impl Hearth {
             router: http::router(state),
             store,
             base_url,
+            upkeep,
+            auth,
         })
+    }
+
+    /// The authorization server: users, clients and keys, as the `hearth user`, `client`
+    /// and `token` commands manage them.
+    pub fn auth(&self) -> std::sync::Arc<auth::server::AuthServer> {
+        self.auth.clone()
     }
 
     /// The address the server listens on.
@@ -119,6 +150,7 @@ impl Hearth {
         axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await?;
+        self.upkeep.abort();
         self.store.close().await;
         Ok(())
     }

@@ -1,7 +1,10 @@
 //! The `hearth` command line.
 
 use clap::{Parser, Subcommand};
-use hearth::config::{Config, LogFormat};
+use hearth::auth::accounts::{self, ClientKind};
+use hearth::auth::policy::Role;
+use hearth::auth::server::AuthServer;
+use hearth::config::{AuthMode, Config, LogFormat};
 use hearth::Hearth;
 use tracing_subscriber::EnvFilter;
 
@@ -20,6 +23,91 @@ enum Command {
     Migrate(Config),
     /// Rebuild the search index of every current resource and exit.
     Reindex(Config),
+    /// Manage the people who sign in (patients, practitioners, administrators).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+        #[command(flatten)]
+        config: Config,
+    },
+    /// Manage the applications that may ask for tokens.
+    Client {
+        #[command(subcommand)]
+        action: ClientAction,
+        #[command(flatten)]
+        config: Config,
+    },
+    /// Mint an access token for a script, as an operator on the server's machine.
+    Token {
+        /// The registered client the token is for.
+        #[arg(long)]
+        client: String,
+        /// The user the token acts for; without it, a backend-service (system) token.
+        #[arg(long)]
+        user: Option<String>,
+        /// Space-separated SMART scopes (only those the client is registered for are given).
+        #[arg(long)]
+        scope: String,
+        /// The launch patient, for patient/ scopes of a practitioner.
+        #[arg(long)]
+        patient: Option<String>,
+        #[command(flatten)]
+        config: Config,
+    },
+    /// Replace the token signing key now (tokens already issued stay valid).
+    RotateKey(Config),
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Add a user. The password is read from HEARTH_NEW_PASSWORD or the first line of
+    /// standard input; practitioners and administrators get a TOTP secret to enrol.
+    Add {
+        username: String,
+        #[arg(long, value_enum)]
+        role: Role,
+        /// The user's own FHIR resource: `Patient/123`, `Practitioner/7`.
+        #[arg(long)]
+        fhir_user: Option<String>,
+    },
+    /// List users (never their secrets).
+    List,
+    /// Refuse a user's sign-ins and refreshes from now on.
+    Disable { username: String },
+    /// Allow a disabled or locked user again.
+    Enable { username: String },
+}
+
+#[derive(Subcommand)]
+enum ClientAction {
+    /// Register (or replace) a client. A confidential-symmetric client's secret is printed
+    /// once.
+    Add {
+        client_id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, value_enum)]
+        kind: Kind,
+        /// A redirect URI (repeat for several).
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// The scopes the client may be granted, space-separated.
+        #[arg(long)]
+        scope: String,
+        /// A file with the client's public keys (a JWK Set), for confidential-asymmetric
+        /// clients (backend services).
+        #[arg(long)]
+        jwks_file: Option<std::path::PathBuf>,
+    },
+    List,
+    Remove { client_id: String },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Kind {
+    Public,
+    ConfidentialSymmetric,
+    ConfidentialAsymmetric,
 }
 
 fn init_logs(format: LogFormat) {
@@ -68,6 +156,37 @@ async fn main() -> std::process::ExitCode {
             init_logs(config.log_format);
             migrate(config, true).await
         }
+        Command::User { action, config } => {
+            init_logs(config.log_format);
+            user(config, action).await
+        }
+        Command::Client { action, config } => {
+            init_logs(config.log_format);
+            client(config, action).await
+        }
+        Command::Token {
+            client,
+            user,
+            scope,
+            patient,
+            config,
+        } => {
+            init_logs(config.log_format);
+            match auth_server(&config).await {
+                Ok(auth) => auth
+                    .mint(&client, user.as_deref(), &scope, patient.as_deref())
+                    .await
+                    .map(|t| println!("{t:#}")),
+                Err(e) => Err(e),
+            }
+        }
+        Command::RotateKey(config) => {
+            init_logs(config.log_format);
+            match auth_server(&config).await {
+                Ok(auth) => auth.rotate_keys().await.map(|kid| println!("new signing key {kid}")),
+                Err(e) => Err(e),
+            }
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -79,18 +198,25 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn serve(config: Config) -> hearth::Result<()> {
-    if !config.listen.ip().is_loopback() && !config.allow_remote_without_auth {
+    let auth_off = config.auth == AuthMode::Off;
+    if auth_off && !config.listen.ip().is_loopback() && !config.allow_remote_without_auth {
         return Err(hearth::Error::bad_request(format!(
-            "refusing to listen on {}: Hearth does not authorise requests yet, so it only listens on \
-             loopback addresses unless --allow-remote-without-auth is given",
+            "refusing to listen on {} with --auth off: anyone who can reach it could read and \
+             change every record. Add --allow-remote-without-auth if that is really meant",
             config.listen
         )));
+    }
+    if auth_off {
+        tracing::warn!(
+            "AUTHORIZATION IS OFF (--auth off): every request may read and change every record"
+        );
     }
     let server = Hearth::start(&config).await?;
     tracing::info!(
         base = %server.base_url,
         database = if config.database_url.is_some() { "configured" } else { "embedded SQLite" },
-        "Hearth is serving FHIR R4; authorization is NOT enforced yet"
+        authorization = if auth_off { "OFF" } else { "SMART on FHIR" },
+        "Hearth is serving FHIR R4"
     );
     server
         .serve(shutdown_signal())
@@ -116,5 +242,167 @@ async fn migrate(config: Config, reindex: bool) -> hearth::Result<()> {
         tracing::info!(resources = n, "search index rebuilt");
     }
     store.close().await;
+    Ok(())
+}
+
+/// The authorization server on the configured database, for the account commands.
+async fn auth_server(config: &Config) -> hearth::Result<AuthServer> {
+    let base_url = config.base_url(config.listen);
+    let indexer = std::sync::Arc::new(hearth::store::Indexer::new(
+        hearth::search::registry::Registry::r4().clone(),
+        base_url.clone(),
+    ));
+    let store = hearth::store::Store::connect(&config.database_url(), 1, indexer).await?;
+    store.migrate().await?;
+    AuthServer::start(store, config.auth_settings(&base_url)).await
+}
+
+fn new_password() -> hearth::Result<String> {
+    let password = match std::env::var("HEARTH_NEW_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| hearth::Error::bad_request(format!("cannot read the password: {e}")))?;
+            line.trim_end_matches(['\r', '\n']).to_string()
+        }
+    };
+    accounts::check_password_policy(&password).map_err(hearth::Error::bad_request)?;
+    Ok(password)
+}
+
+async fn user(config: Config, action: UserAction) -> hearth::Result<()> {
+    let auth = auth_server(&config).await?;
+    match action {
+        UserAction::Add {
+            username,
+            role,
+            fhir_user,
+        } => {
+            if role == Role::System {
+                return Err(hearth::Error::bad_request(
+                    "backend services are clients (hearth client add), not users",
+                ));
+            }
+            if role == Role::Patient && !fhir_user.as_deref().is_some_and(|f| f.starts_with("Patient/")) {
+                return Err(hearth::Error::bad_request(
+                    "a patient user needs --fhir-user Patient/<id>",
+                ));
+            }
+            let password = new_password()?;
+            let mut user = accounts::User {
+                username: username.clone(),
+                password_hash: accounts::hash_secret(&password),
+                role,
+                fhir_user,
+                totp_secret: None,
+                totp_last_step: None,
+                disabled: false,
+                failed_logins: 0,
+                locked_until: None,
+            };
+            if user.needs_totp() {
+                user.totp_secret = Some(accounts::new_totp_secret());
+            }
+            if !auth.add_user(&user).await? {
+                return Err(hearth::Error::bad_request(format!("the user name '{username}' is taken")));
+            }
+            println!("added user {username}");
+            if let Some(secret) = &user.totp_secret {
+                println!("TOTP secret (enrol it in an authenticator app): {secret}");
+                println!("{}", accounts::totp_uri(secret, &username));
+            }
+        }
+        UserAction::List => {
+            for u in auth.users().await? {
+                println!(
+                    "{}\t{:?}\t{}\t{}",
+                    u.username,
+                    u.role,
+                    u.fhir_user.as_deref().unwrap_or("-"),
+                    if u.disabled { "disabled" } else { "enabled" }
+                );
+            }
+        }
+        UserAction::Disable { username } => {
+            if !auth.set_user_disabled(&username, true).await? {
+                return Err(hearth::Error::bad_request(format!("no user '{username}'")));
+            }
+            println!("disabled {username}");
+        }
+        UserAction::Enable { username } => {
+            if !auth.set_user_disabled(&username, false).await? {
+                return Err(hearth::Error::bad_request(format!("no user '{username}'")));
+            }
+            println!("enabled {username}");
+        }
+    }
+    Ok(())
+}
+
+async fn client(config: Config, action: ClientAction) -> hearth::Result<()> {
+    let auth = auth_server(&config).await?;
+    match action {
+        ClientAction::Add {
+            client_id,
+            name,
+            kind,
+            redirect_uris,
+            scope,
+            jwks_file,
+        } => {
+            hearth::auth::scope::parse_list(&scope)
+                .map_err(|e| hearth::Error::bad_request(e.to_string()))?;
+            let kind = match kind {
+                Kind::Public => ClientKind::Public,
+                Kind::ConfidentialSymmetric => ClientKind::ConfidentialSymmetric,
+                Kind::ConfidentialAsymmetric => ClientKind::ConfidentialAsymmetric,
+            };
+            let jwks = match jwks_file {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path).map_err(|e| {
+                        hearth::Error::bad_request(format!("cannot read {}: {e}", path.display()))
+                    })?;
+                    let v: serde_json::Value = serde_json::from_str(&text)
+                        .map_err(|e| hearth::Error::bad_request(format!("the JWKS is not JSON: {e}")))?;
+                    Some(v)
+                }
+                None => None,
+            };
+            if kind == ClientKind::ConfidentialAsymmetric && jwks.is_none() {
+                return Err(hearth::Error::bad_request(
+                    "a confidential-asymmetric client needs --jwks-file",
+                ));
+            }
+            let secret = (kind == ClientKind::ConfidentialSymmetric)
+                .then(hearth::auth::server::random_secret);
+            let client = accounts::Client {
+                client_id: client_id.clone(),
+                name: name.unwrap_or(client_id.clone()),
+                kind,
+                secret_hash: secret.as_deref().map(accounts::hash_secret),
+                redirect_uris,
+                scope,
+                jwks,
+            };
+            auth.put_client(&client).await?;
+            println!("registered client {client_id}");
+            if let Some(secret) = secret {
+                println!("client secret (shown once): {secret}");
+            }
+        }
+        ClientAction::List => {
+            for c in auth.clients().await? {
+                println!("{}\t{:?}\t{}\t{}", c.client_id, c.kind, c.scope, c.redirect_uris.join(" "));
+            }
+        }
+        ClientAction::Remove { client_id } => {
+            if !auth.remove_client(&client_id).await? {
+                return Err(hearth::Error::bad_request(format!("no client '{client_id}'")));
+            }
+            println!("removed {client_id}");
+        }
+    }
     Ok(())
 }

@@ -120,6 +120,57 @@ impl ResourceScope {
     }
 }
 
+impl ResourceScope {
+    /// Whether granting this scope would also grant `other` (a client registered for
+    /// `patient/*.rs` may be given `patient/Observation.rs`).
+    pub fn covers(&self, other: &ResourceScope) -> bool {
+        let p = &self.permissions;
+        let q = &other.permissions;
+        self.context == other.context
+            && (self.resource_type.is_none() || self.resource_type == other.resource_type)
+            && (p.create || !q.create)
+            && (p.read || !q.read)
+            && (p.update || !q.update)
+            && (p.delete || !q.delete)
+            && (p.search || !q.search)
+            && (self.query.is_empty() || self.query == other.query)
+    }
+
+    /// The scope in plain words, for the consent page.
+    pub fn describe(&self) -> String {
+        let p = &self.permissions;
+        let verbs: Vec<&str> = [
+            (p.read || p.search, "see"),
+            (p.create, "create"),
+            (p.update, "change"),
+            (p.delete, "delete"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, v)| *v)
+        .collect();
+        let what = match &self.resource_type {
+            Some(t) => format!("{t} records"),
+            None => "all kinds of records".to_string(),
+        };
+        let whose = match self.context {
+            Context::Patient => "of the selected patient",
+            Context::User => "that you have access to",
+            Context::System => "of every patient (no user present)",
+        };
+        let mut text = format!("{} {what} {whose}", verbs.join(", "));
+        if !self.query.is_empty() {
+            let q: Vec<String> = self.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            text.push_str(&format!(", only where {}", q.join(" and ")));
+        }
+        let mut chars = text.chars();
+        match chars.next() {
+            Some(c) => c.to_uppercase().chain(chars).collect(),
+            None => text,
+        }
+    }
+}
+
 /// One granted scope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {

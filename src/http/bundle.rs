@@ -24,7 +24,10 @@ use super::rest::{
     after_write, apply_patch, check_id, check_resource, check_type, conditional_search,
     multiple_matches, Patch,
 };
+use super::guard;
 use super::search;
+use crate::auth::scope::Interaction;
+use crate::auth::Access;
 use super::AppState;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fhir::datetime::format_instant;
@@ -522,6 +525,14 @@ async fn transaction(state: &AppState, req: &FhirRequest, raw: &[Value]) -> Resu
                 let t = t.to_string();
                 check_resource(state, body, &t).map_err(|e| at_entry(n, e))?;
             }
+            guard_write(state, &req.access, write)
+                .await
+                .map_err(|e| at_entry(n, e))?;
+        }
+        if let Plan::Exists(v) = plan {
+            guard::read(state, &req.access, v)
+                .await
+                .map_err(|e| at_entry(n, e))?;
         }
     }
     // The writes, in the prescribed order, in one database transaction.
@@ -575,7 +586,10 @@ async fn batch(state: &AppState, req: &FhirRequest, raw: &[Value]) -> Result<Rep
             let (plan, _) = plan(state, &entry).await?;
             let writes = match plan {
                 Plan::Read => return Ok(read_entry(state, req, &entry).await),
-                Plan::Exists(v) => return Ok(written_entry(state, &v, StatusCode::OK)),
+                Plan::Exists(v) => {
+                    guard::read(state, &req.access, &v).await?;
+                    return Ok(written_entry(state, &v, StatusCode::OK));
+                }
                 Plan::Write(mut w) => {
                     if let Some((t, body)) = body_of(&mut w) {
                         let mut refs = HashSet::new();
@@ -589,9 +603,15 @@ async fn batch(state: &AppState, req: &FhirRequest, raw: &[Value]) -> Result<Rep
                         let t = t.to_string();
                         check_resource(state, body, &t)?;
                     }
+                    guard_write(state, &req.access, &w).await?;
                     vec![(n, w)]
                 }
-                Plan::Deletes(ws) => ws.into_iter().map(|w| (n, w)).collect(),
+                Plan::Deletes(ws) => {
+                    for w in &ws {
+                        guard_write(state, &req.access, w).await?;
+                    }
+                    ws.into_iter().map(|w| (n, w)).collect()
+                }
             };
             let written = state.store.transaction(writes.clone()).await?;
             if let Some((_, w)) = writes.first() {
@@ -706,11 +726,35 @@ fn error_entry(e: &Error) -> Value {
     }})
 }
 
+/// The token must permit each write of a Bundle, as if it came on its own.
+async fn guard_write(state: &AppState, access: &Access, w: &Write) -> Result<()> {
+    match w {
+        Write::Create {
+            resource_type,
+            body,
+            ..
+        } => guard::write(state, access, resource_type, None, Interaction::Create, Some(body)).await,
+        Write::Update {
+            resource_type,
+            id,
+            body,
+            ..
+        } => {
+            guard::write(state, access, resource_type, Some(id), Interaction::Update, Some(body))
+                .await
+        }
+        Write::Delete {
+            resource_type, id, ..
+        } => guard::write(state, access, resource_type, Some(id), Interaction::Delete, None).await,
+    }
+}
+
 /// A GET or HEAD entry: read, vread or search.
 async fn read_entry(state: &AppState, req: &FhirRequest, entry: &Entry) -> Value {
     let result: Result<Value> = async {
         match &entry.target {
             Target::Instance(t, id) => {
+                req.access.decide(t, Interaction::Read)?;
                 let v = state
                     .store
                     .read(t, id)
@@ -719,6 +763,7 @@ async fn read_entry(state: &AppState, req: &FhirRequest, entry: &Entry) -> Value
                 if v.is_deleted() {
                     return Err(Error::gone(format!("{t}/{id} was deleted")));
                 }
+                guard::read(state, &req.access, &v).await?;
                 Ok(written_entry(state, &v, StatusCode::OK))
             }
             Target::Version(t, id, version) => {
@@ -730,6 +775,7 @@ async fn read_entry(state: &AppState, req: &FhirRequest, entry: &Entry) -> Value
                     .ok_or_else(|| {
                         Error::not_found(format!("{t}/{id} has no version {version}"))
                     })?;
+                guard::read(state, &req.access, &v).await?;
                 Ok(written_entry(state, &v, StatusCode::OK))
             }
             Target::Type(t, query) => {

@@ -46,7 +46,14 @@ fn search_params(registry: &Registry, resource_type: &str) -> (Vec<Value>, Vec<S
 }
 
 /// Builds the statement once, at start.
-pub fn statement(base_url: &str, started: &str, registry: &Registry) -> Value {
+/// The CapabilityStatement; `issuer` is the authorization server's, `None` under
+/// `--auth off`.
+pub fn statement(
+    base_url: &str,
+    started: &str,
+    registry: &Registry,
+    issuer: Option<&str>,
+) -> Value {
     let resources: Vec<Value> = RESOURCE_TYPES
         .iter()
         .map(|t| {
@@ -84,6 +91,7 @@ pub fn statement(base_url: &str, started: &str, registry: &Registry) -> Value {
         "format": ["application/fhir+json", "application/fhir+xml", "json", "xml"],
         "rest": [{
             "mode": "server",
+            "security": security(issuer),
             "resource": resources,
             "interaction": [
                 {"code": "transaction"},
@@ -102,4 +110,33 @@ pub async fn metadata(State(state): State<AppState>, req: FhirRequest) -> Respon
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     req.respond(Ok(Reply::ok(statement)))
+}
+
+/// `rest.security`: SMART on FHIR, with the OAuth endpoints, or (under `--auth off`) a
+/// plain statement that there is none.
+/// <https://hl7.org/fhir/smart-app-launch/conformance.html#using-cors>
+fn security(issuer: Option<&str>) -> serde_json::Value {
+    match issuer {
+        Some(issuer) => json!({
+            "cors": true,
+            "extension": [{
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [
+                    {"url": "authorize", "valueUri": format!("{issuer}/authorize")},
+                    {"url": "token", "valueUri": format!("{issuer}/token")},
+                    {"url": "introspect", "valueUri": format!("{issuer}/introspect")},
+                    {"url": "revoke", "valueUri": format!("{issuer}/revoke")},
+                ],
+            }],
+            "service": [{"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                "code": "SMART-on-FHIR",
+            }]}],
+            "description": "SMART App Launch 2 and Backend Services; see .well-known/smart-configuration",
+        }),
+        None => json!({
+            "cors": false,
+            "description": "Authorization is OFF on this server (--auth off)",
+        }),
+    }
 }

@@ -49,10 +49,14 @@ pub async fn instance(
         if !is_valid_id(&id) {
             return Err(Error::bad_request(format!("'{id}' is not a valid id")));
         }
-        if state.store.read(&resource_type, &id).await?.is_none() {
+        let Some(current) = state.store.read(&resource_type, &id).await? else {
             return Err(Error::not_found(format!(
                 "{resource_type}/{id} does not exist"
             )));
+        };
+        if !current.is_deleted() {
+            // A resource outside the token's reach: 403 as for a read.
+            super::guard::read(&state, &req.access, &current).await?;
         }
         history(&state, &req, HistoryScope::Instance(resource_type, id)).await
     }
@@ -154,7 +158,8 @@ async fn history(state: &AppState, req: &FhirRequest, scope: HistoryScope) -> Re
         HistoryScope::Type(t) => format!("/{t}/_history"),
         HistoryScope::Instance(t, id) => format!("/{t}/{id}/_history"),
     };
-    let page = state
+    super::guard::history(state, &req.access, &scope)?;
+    let mut page = state
         .store
         .history(&HistoryQuery {
             scope,
@@ -177,6 +182,8 @@ async fn history(state: &AppState, req: &FhirRequest, scope: HistoryScope) -> Re
             json!({"relation": "next", "url": link(&state.base_url, &path, &next_params, req)}),
         );
     }
+    page.versions
+        .retain(|v| super::guard::visible(state, &req.access, v));
     let entries: Vec<Value> = page
         .versions
         .iter()

@@ -1,9 +1,11 @@
 //! The HTTP room: axum routes, extraction, content negotiation, rendering, and errors as
 //! OperationOutcome. No SQL and no business rules live here.
 
+pub mod auth;
 pub mod bundle;
 pub mod capability;
 pub mod format;
+pub mod guard;
 pub mod history;
 pub mod metrics;
 pub mod ops;
@@ -19,7 +21,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tracing::Instrument;
 
@@ -46,6 +48,9 @@ pub struct Shared {
     /// `Prefer: handling=lenient` unless the client says otherwise.
     pub lenient_by_default: bool,
     pub max_bundle_entries: usize,
+    pub auth: std::sync::Arc<crate::auth::server::AuthServer>,
+    /// False only under `--auth off`.
+    pub enforce_auth: bool,
 }
 
 impl std::ops::Deref for AppState {
@@ -63,11 +68,15 @@ impl AppState {
 
 /// All routes: the FHIR API under `/fhir`, operations endpoints at the root.
 pub fn router(state: AppState) -> Router {
-    use axum::routing::{get as g, post};
+    use axum::routing::get as g;
     let fhir = Router::new()
         .route("/", g(search::system_get).post(bundle::process))
         .route("/_search", post(search::system_post))
         .route("/metadata", g(capability::metadata))
+        .route(
+            "/.well-known/smart-configuration",
+            g(auth::smart_configuration),
+        )
         .route("/_history", g(history::system))
         .route(
             "/{type}",
@@ -96,7 +105,22 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route(
+            "/auth/authorize",
+            get(auth::authorize_get).post(auth::authorize_post),
+        )
+        .route("/auth/login", post(auth::login))
+        .route("/auth/consent", post(auth::consent))
+        .route("/auth/token", post(auth::token))
+        .route("/auth/introspect", post(auth::introspect))
+        .route("/auth/revoke", post(auth::revoke))
+        .route("/auth/launch", post(auth::launch))
+        .route("/auth/jwks", get(auth::jwks))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

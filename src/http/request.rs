@@ -6,6 +6,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 
 use super::format::{self, Negotiated};
+use crate::auth::Access;
 use crate::error::{Error, Result};
 
 /// `Prefer: return=...` <https://hl7.org/fhir/R4/http.html#ops>
@@ -28,6 +29,8 @@ pub struct FhirRequest {
     pub prefer_return: Return,
     /// `Prefer: handling=lenient` (true) or `strict` (false), if the client said.
     pub handling: Option<bool>,
+    /// Who is asking, as the authentication layer found (`Anonymous` if it did not run).
+    pub access: Access,
 }
 
 impl FhirRequest {
@@ -102,6 +105,11 @@ impl<S: Send + Sync> FromRequestParts<S> for FhirRequest {
             headers: parts.headers.clone(),
             prefer_return,
             handling,
+            access: parts
+                .extensions
+                .get::<Access>()
+                .cloned()
+                .unwrap_or(Access::Anonymous),
         })
     }
 }

@@ -8,6 +8,9 @@ use axum::response::Response;
 use serde_json::Value;
 
 use super::format::read_resource;
+use super::guard;
+use crate::auth::scope::Interaction;
+use crate::auth::Access;
 use super::reply::Reply;
 use super::request::FhirRequest;
 use super::AppState;
@@ -77,13 +80,23 @@ pub async fn create(
             map.shift_remove("id");
         }
         check_resource(&state, &resource, &resource_type)?;
+        guard::write(
+            &state,
+            &req.access,
+            &resource_type,
+            None,
+            Interaction::Create,
+            Some(&resource),
+        )
+        .await?;
         let v = match req.header(HeaderName::from_static("if-none-exist")) {
             None => state.store.create(&resource_type, resource).await?,
             // Conditional create: <https://hl7.org/fhir/R4/http.html#ccreate>
             Some(criteria) => {
                 let criteria = criteria.trim_start_matches('?');
                 let criteria = criteria.split_once('?').map_or(criteria, |(_, q)| q);
-                let search = conditional_search(&state, &resource_type, criteria)?;
+                let mut search = conditional_search(&state, &resource_type, criteria)?;
+                guard::search(&state, &req.access, &mut search)?;
                 match state
                     .store
                     .create_if_none_exist(&resource_type, resource, &search)
@@ -141,7 +154,11 @@ pub(super) async fn after_write(state: &AppState, resource_type: &str) {
         // A draft or retired parameter, or one Hearth cannot use: nothing searchable changed.
         return;
     }
-    let statement = super::capability::statement(&state.base_url, &state.started, &after);
+    let issuer = state
+        .enforce_auth
+        .then_some(state.auth.settings.issuer.as_str());
+    let statement =
+        super::capability::statement(&state.base_url, &state.started, &after, issuer);
     *state.capability.write().unwrap_or_else(|e| e.into_inner()) = statement;
     let store = state.store.clone();
     tokio::spawn(async move {
@@ -161,6 +178,15 @@ async fn update_at(
     resource: Value,
     expected: Option<i64>,
 ) -> Result<Reply> {
+    guard::write(
+        state,
+        &req.access,
+        resource_type,
+        Some(id),
+        Interaction::Update,
+        Some(&resource),
+    )
+    .await?;
     let updated = state
         .store
         .update(resource_type, id, resource, expected)
@@ -182,10 +208,12 @@ async fn update_at(
 /// Deletes one resource (nothing if it is not there).
 async fn delete_at(
     state: &AppState,
+    access: &Access,
     resource_type: &str,
     id: &str,
     expected: Option<i64>,
 ) -> Result<Option<Version>> {
+    guard::write(state, access, resource_type, Some(id), Interaction::Delete, None).await?;
     let deleted = state.store.delete(resource_type, id, expected).await?;
     after_write(state, resource_type).await;
     Ok(deleted)
@@ -245,7 +273,8 @@ pub async fn conditional_update(
         let criteria = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(&req.params)
             .finish();
-        let search = conditional_search(&state, &resource_type, &criteria)?;
+        let mut search = conditional_search(&state, &resource_type, &criteria)?;
+        guard::search(&state, &req.access, &mut search)?;
         let expected = req.if_match()?;
         let resource = read_resource(&req.headers, body, state.max_body_bytes).await?;
         check_resource(&state, &resource, &resource_type)?;
@@ -299,7 +328,8 @@ pub async fn conditional_delete(
         let criteria = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(&req.params)
             .finish();
-        let search = conditional_search(&state, &resource_type, &criteria)?;
+        let mut search = conditional_search(&state, &resource_type, &criteria)?;
+        guard::search(&state, &req.access, &mut search)?;
         let found = state
             .store
             .matches(&search, MAX_CONDITIONAL_DELETE + 1)
@@ -314,7 +344,7 @@ pub async fn conditional_delete(
             ));
         }
         for v in &found {
-            delete_at(&state, &resource_type, &v.id, None).await?;
+            delete_at(&state, &req.access, &resource_type, &v.id, None).await?;
         }
         Ok(Reply::empty(StatusCode::NO_CONTENT))
     }
@@ -331,6 +361,7 @@ pub async fn read(
     let result = async {
         check_type(&resource_type)?;
         check_id(&id)?;
+        req.access.decide(&resource_type, Interaction::Read)?;
         let v = state
             .store
             .read(&resource_type, &id)
@@ -339,6 +370,7 @@ pub async fn read(
         if v.is_deleted() {
             return Err(Error::gone(format!("{resource_type}/{id} was deleted")));
         }
+        guard::read(&state, &req.access, &v).await?;
         if not_modified(&req, &v) {
             return Ok(Reply::empty(StatusCode::NOT_MODIFIED).versioned(&v));
         }
@@ -384,6 +416,7 @@ pub async fn vread(
         check_id(&id)?;
         let missing = || Error::not_found(format!("{resource_type}/{id} has no version {vid}"));
         let version = parse_version(&vid).ok_or_else(missing)?;
+        req.access.decide(&resource_type, Interaction::Read)?;
         let v = state
             .store
             .vread(&resource_type, &id, version)
@@ -394,6 +427,7 @@ pub async fn vread(
                 "version {vid} of {resource_type}/{id} is its deletion"
             )));
         }
+        guard::read(&state, &req.access, &v).await?;
         Ok(version_reply(v))
     }
     .await;
@@ -442,7 +476,7 @@ pub async fn delete(
         check_type(&resource_type)?;
         check_id(&id)?;
         let expected = req.if_match()?;
-        let deleted = delete_at(&state, &resource_type, &id, expected).await?;
+        let deleted = delete_at(&state, &req.access, &resource_type, &id, expected).await?;
         let reply = Reply::empty(StatusCode::NO_CONTENT);
         Ok(match deleted {
             Some(v) => reply.header(header::ETAG, etag(v.version)),

@@ -3,8 +3,6 @@
 //! this file turns a request into a [`Search`] and a page into a searchset Bundle.
 //! <https://hl7.org/fhir/R4/search.html>
 
-use std::collections::HashMap;
-use std::sync::LazyLock;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -14,6 +12,7 @@ use chrono::Utc;
 use serde_json::{json, Value};
 
 use super::format::read_bytes;
+use super::guard;
 use super::history::link;
 use super::reply::Reply;
 use super::request::FhirRequest;
@@ -24,8 +23,8 @@ use crate::fhir::datetime::format_instant;
 use crate::fhir::outcome::{operation_outcome, Issue, IssueType};
 use crate::fhir::resource_type::RESOURCE_TYPES;
 use crate::fhir::summary::{self, Subset};
-use crate::search::query::{self, Filter, Predicate, Search, Summary};
-use crate::search::registry::ParamType;
+use crate::search::compartment;
+use crate::search::query::{self, Filter, Search, Summary};
 use crate::store::Version;
 
 /// `GET [base]?_type=...&...`: a search across resource types (every type without `_type`),
@@ -74,8 +73,10 @@ async fn system(state: &AppState, req: &FhirRequest, params: &[(String, String)]
             .canonical
             .insert(0, ("_type".to_string(), types.join(",")));
     }
+    guard::search(state, &req.access, &mut search)?;
     let count_only = search.summary == Summary::Count || search.count == 0;
-    let page = state.store.search(&search, count_only).await?;
+    let mut page = state.store.search(&search, count_only).await?;
+    page.included.retain(|v| guard::visible(state, &req.access, v));
     Ok(Reply::ok(bundle(state, req, &search, page, "/")))
 }
 
@@ -151,42 +152,30 @@ pub async fn compartment(
     Path((compartment, id, resource_type)): Path<(String, String, String)>,
 ) -> Response {
     let result = async {
-        let Some(params_by_type) = COMPARTMENTS.get(compartment.as_str()) else {
+        if !compartment::is_compartment(&compartment) {
             return Err(Error::not_found(format!(
                 "{compartment} is not a compartment (Patient, Practitioner, Encounter, RelatedPerson, Device)"
             )));
-        };
+        }
         check_type(&resource_type)?;
         if !crate::fhir::id::is_valid_id(&id) {
             return Err(Error::bad_request(format!("'{id}' is not a valid id")));
         }
         let registry = state.store.indexer().registry();
-        let Some(links) = params_by_type.get(resource_type.as_str()) else {
+        let Some(in_compartment) =
+            compartment::filter(&registry, &compartment, &id, &resource_type)
+        else {
             return Err(Error::bad_request(format!(
                 "{resource_type} is not part of the {compartment} compartment"
             )));
         };
-        let filters: Vec<Filter> = links
-            .iter()
-            .filter(|code| registry.get(&resource_type, code).is_some())
-            .map(|code| Filter::Match {
-                param: code.clone(),
-                kind: ParamType::Reference,
-                values: vec![Predicate::Reference {
-                    target_type: Some(compartment.clone()),
-                    id: Some(id.clone()),
-                    url: None,
-                }],
-                negate: false,
-            })
-            .collect();
         let path = format!("/{compartment}/{id}/{resource_type}");
         run(
             &state,
             &req,
             &resource_type,
             &req.params,
-            Some(Filter::AnyOf(filters)),
+            Some(in_compartment),
             &path,
         )
         .await
@@ -194,56 +183,6 @@ pub async fn compartment(
     .await;
     req.respond(result)
 }
-
-/// Compartment → member type → the reference parameters that place a resource in it.
-static COMPARTMENTS: LazyLock<HashMap<&'static str, HashMap<String, Vec<String>>>> =
-    LazyLock::new(|| {
-        let sources = [
-            (
-                "Patient",
-                include_str!("../../conformance/CompartmentDefinition-patient.json"),
-            ),
-            (
-                "Practitioner",
-                include_str!("../../conformance/CompartmentDefinition-practitioner.json"),
-            ),
-            (
-                "Encounter",
-                include_str!("../../conformance/CompartmentDefinition-encounter.json"),
-            ),
-            (
-                "RelatedPerson",
-                include_str!("../../conformance/CompartmentDefinition-relatedPerson.json"),
-            ),
-            (
-                "Device",
-                include_str!("../../conformance/CompartmentDefinition-device.json"),
-            ),
-        ];
-        sources
-            .into_iter()
-            .map(|(name, text)| {
-                let def: Value = serde_json::from_str(text).expect("CompartmentDefinition JSON");
-                let members = def["resource"]
-                    .as_array()
-                    .map(|rs| {
-                        rs.iter()
-                            .filter_map(|r| {
-                                let params: Vec<String> = r["param"]
-                                    .as_array()?
-                                    .iter()
-                                    .filter_map(Value::as_str)
-                                    .map(str::to_string)
-                                    .collect();
-                                Some((r["code"].as_str()?.to_string(), params))
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (name, members)
-            })
-            .collect()
-    });
 
 /// A refused search parameter as a 400 OperationOutcome.
 pub fn param_error(e: query::ParamError) -> Error {
@@ -281,8 +220,10 @@ pub(super) async fn run(
     if let Some(scope) = scope {
         search.filters.push(scope);
     }
+    guard::search(state, &req.access, &mut search)?;
     let count_only = search.summary == Summary::Count || search.count == 0;
-    let page = state.store.search(&search, count_only).await?;
+    let mut page = state.store.search(&search, count_only).await?;
+    page.included.retain(|v| guard::visible(state, &req.access, v));
     Ok(Reply::ok(bundle(state, req, &search, page, path)))
 }
 

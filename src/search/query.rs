@@ -71,6 +71,8 @@ pub enum Filter {
     },
     /// Any of these holds (compartments).
     AnyOf(Vec<Filter>),
+    /// All of these hold (a chained or `_has` filter narrowed to a compartment).
+    AllOf(Vec<Filter>),
 }
 
 /// How a string value matches. <https://hl7.org/fhir/R4/search.html#string>

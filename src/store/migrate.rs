@@ -46,6 +46,7 @@ pub const POSTGRES: &[Migration] = &[
     migration!("postgres", 0002, "search_index"),
     migration!("postgres", 0003, "search_composite"),
     migration!("postgres", 0004, "token_key_order"),
+    migration!("postgres", 0005, "auth"),
 ];
 #[allow(clippy::zero_prefixed_literal)]
 pub const SQLITE: &[Migration] = &[
@@ -53,4 +54,5 @@ pub const SQLITE: &[Migration] = &[
     migration!("sqlite", 0002, "search_index"),
     migration!("sqlite", 0003, "search_composite"),
     migration!("sqlite", 0004, "token_key_order"),
+    migration!("sqlite", 0005, "auth"),
 ];

@@ -5,6 +5,7 @@
 //! its index rows) commit together or not at all. Updates lock the resource row and check the
 //! expected version, so concurrent updates queue up instead of overwriting each other.
 
+pub mod auth;
 pub mod index_write;
 pub mod migrate;
 pub mod postgres;

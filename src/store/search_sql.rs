@@ -270,6 +270,19 @@ pub fn filter(sql: &mut Sql, f: &Filter, r: &str, rtype: &str) {
             }
             sql.push(")");
         }
+        Filter::AllOf(filters) => {
+            sql.push("(");
+            for (n, f) in filters.iter().enumerate() {
+                if n > 0 {
+                    sql.push(" AND ");
+                }
+                filter(sql, f, r, rtype);
+            }
+            if filters.is_empty() {
+                sql.push("1 = 1");
+            }
+            sql.push(")");
+        }
     }
 }
 

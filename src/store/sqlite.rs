@@ -33,7 +33,7 @@ pub struct SqliteStore {
     pub(super) pool: SqlitePool,
     /// SQLite has one writer at a time, and its busy handler polls unfairly: a writer can
     /// starve past any timeout under load. Writers queue here instead, first come first served.
-    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    pub(super) writer: std::sync::Arc<tokio::sync::Mutex<()>>,
     pub(super) indexer: Arc<Indexer>,
 }
 

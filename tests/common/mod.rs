@@ -35,6 +35,9 @@ pub struct Server {
     pub backend: Backend,
     /// The PostgreSQL database of this server, dropped with the last server on it.
     pub database: Option<String>,
+    /// The server's authorization server, to register users and clients as `hearth user`
+    /// and `hearth client` do.
+    pub auth: Arc<hearth::auth::server::AuthServer>,
     storage: Arc<Storage>,
     runtime: ServerRuntime,
     running: Mutex<Option<Running>>,
@@ -139,6 +142,11 @@ impl Server {
         Self::start_in(backend, ServerRuntime::Shared, tune).await
     }
 
+    /// Starts a server with authorization on, as `hearth serve` runs by default.
+    pub async fn start_secured(backend: Backend) -> Option<Server> {
+        Self::start_with(backend, |c| c.auth = hearth::config::AuthMode::On).await
+    }
+
     /// Starts a server on a runtime of its own: see [`ServerRuntime::Own`].
     pub async fn start_on_own_runtime(backend: Backend) -> Option<Server> {
         Self::start_in(backend, ServerRuntime::Own, |_| {}).await
@@ -171,6 +179,9 @@ impl Server {
         };
         let mut config = Config::for_database(&url);
         config.db_pool_size = 8;
+        // These tests are about FHIR behaviour; tests/auth.rs turns authorization back on
+        // (the server's own default) and tests it.
+        config.auth = hearth::config::AuthMode::Off;
         tune(&mut config);
         let storage = Arc::new(Storage {
             config,
@@ -197,6 +208,7 @@ impl Server {
             let addresses = (
                 format!("http://{}", hearth.local_addr()),
                 hearth.base_url.clone(),
+                hearth.auth(),
             );
             let _ = ready_tx.send(Ok(addresses));
             hearth
@@ -228,7 +240,7 @@ impl Server {
                     .expect("a server thread");
             }
         }
-        let (root, base) = ready_rx
+        let (root, base, auth) = ready_rx
             .await
             .expect("the server task starts")
             .unwrap_or_else(|e| panic!("the server starts: {e}"));
@@ -239,6 +251,7 @@ impl Server {
         Server {
             base,
             root,
+            auth,
             client,
             backend,
             database: storage.database.clone(),

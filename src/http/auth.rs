@@ -1,0 +1,385 @@
+//! The authorization server over HTTP, and the authentication of FHIR requests. The flows
+//! themselves are `auth::server`'s; this file reads forms, renders the login and consent
+//! pages, and writes OAuth2 JSON. <https://hl7.org/fhir/smart-app-launch/app-launch.html>
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use serde_json::{json, Value};
+
+use super::AppState;
+use crate::auth::policy::Role;
+use crate::auth::server::{basic_credentials, AuthorizeError, AuthorizeParams, ConsentView, OAuthError};
+use crate::auth::Access;
+use crate::fhir::outcome::{operation_outcome, Issue, IssueType};
+
+/// Puts an [`Access`] on every FHIR request: `Open` under `--auth off`, otherwise the
+/// verified bearer token's principal, or a 401 with `WWW-Authenticate` (RFC 6750 section 3).
+/// The CapabilityStatement and the SMART configuration are public.
+pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let fhir = path == "/fhir" || path.starts_with("/fhir/");
+    let public = path == "/fhir/metadata" || path == "/fhir/.well-known/smart-configuration";
+    if !state.enforce_auth {
+        request.extensions_mut().insert(Access::Open);
+        return next.run(request).await;
+    }
+    if !fhir || public {
+        return next.run(request).await;
+    }
+    let token = bearer(request.headers());
+    let Some(token) = token else {
+        return unauthorized(None, "this request needs an access token (Authorization: Bearer)");
+    };
+    match state.auth.authenticate(&token).await {
+        Ok(principal) => {
+            request
+                .extensions_mut()
+                .insert(Access::Token(Arc::new(principal)));
+            next.run(request).await
+        }
+        Err(why) => unauthorized(Some("invalid_token"), &why),
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+fn unauthorized(error: Option<&str>, why: &str) -> Response {
+    let mut challenge = "Bearer realm=\"hearth\"".to_string();
+    if let Some(e) = error {
+        let safe: String = why.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect();
+        challenge.push_str(&format!(", error=\"{e}\", error_description=\"{safe}\""));
+    }
+    let body = operation_outcome(&[Issue::error(IssueType::Security, why)]);
+    let mut response = (StatusCode::UNAUTHORIZED, body.to_string()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/fhir+json; charset=utf-8"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        headers.insert(header::WWW_AUTHENTICATE, v);
+    }
+    response
+}
+
+/// `GET [base]/.well-known/smart-configuration`.
+/// <https://hl7.org/fhir/smart-app-launch/conformance.html>
+pub async fn smart_configuration(State(state): State<AppState>) -> Response {
+    let issuer = &state.auth.settings.issuer;
+    let body = json!({
+        "issuer": issuer,
+        "jwks_uri": format!("{issuer}/jwks"),
+        "authorization_endpoint": format!("{issuer}/authorize"),
+        "token_endpoint": format!("{issuer}/token"),
+        "introspection_endpoint": format!("{issuer}/introspect"),
+        "revocation_endpoint": format!("{issuer}/revoke"),
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic", "client_secret_post", "none"],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
+        "id_token_signing_alg_values_supported": ["ES256"],
+        "response_types_supported": ["code"],
+        "code_challenge_methods_supported": ["S256"],
+        "scopes_supported": [
+            "openid", "fhirUser", "profile", "launch", "launch/patient", "offline_access", "online_access",
+            "patient/*.cruds", "patient/*.rs", "user/*.cruds", "user/*.rs", "system/*.cruds", "system/*.rs",
+            "patient/*.read", "patient/*.write", "patient/*.*", "user/*.read", "user/*.write", "user/*.*",
+            "system/*.read", "system/*.write", "system/*.*"
+        ],
+        "capabilities": [
+            "launch-standalone", "launch-ehr", "authorize-post",
+            "client-public", "client-confidential-symmetric", "client-confidential-asymmetric",
+            "context-standalone-patient", "context-ehr-patient", "context-banner",
+            "permission-patient", "permission-user", "permission-offline", "permission-online",
+            "permission-v1", "permission-v2", "sso-openid-connect"
+        ],
+    });
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+/// `GET /auth/jwks`: the public keys that verify Hearth's tokens.
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    axum::Json(state.auth.keys.jwks()).into_response()
+}
+
+/// `GET /auth/authorize` (and `POST`, `authorize-post`): checks the request and shows the
+/// login page.
+pub async fn authorize_get(State(state): State<AppState>, Query(p): Query<AuthorizeParams>) -> Response {
+    authorize(&state, p).await
+}
+
+pub async fn authorize_post(State(state): State<AppState>, Form(p): Form<AuthorizeParams>) -> Response {
+    authorize(&state, p).await
+}
+
+async fn authorize(state: &AppState, p: AuthorizeParams) -> Response {
+    match state.auth.authorize(&p).await {
+        Ok(request) => {
+            let name = match state.auth.pending(&request).await {
+                Ok(Some(p)) => p.client_name,
+                _ => String::new(),
+            };
+            page(StatusCode::OK, &login_page(&request, &name, None))
+        }
+        Err(AuthorizeError::Page(message)) => page(StatusCode::BAD_REQUEST, &error_page(&message)),
+        Err(AuthorizeError::Redirect(url)) => Redirect::to(&url).into_response(),
+    }
+}
+
+/// `POST /auth/login`: the login form. Success shows the consent page.
+pub async fn login(State(state): State<AppState>, Form(form): Form<HashMap<String, String>>) -> Response {
+    let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+    let request = get("request");
+    let result = state
+        .auth
+        .login(request, get("username"), get("password"), get("totp"))
+        .await;
+    let name = match state.auth.pending(request).await {
+        Ok(Some(p)) => p,
+        _ => return page(StatusCode::BAD_REQUEST, &error_page("this sign-in has expired; start again from the app")),
+    };
+    match result {
+        Ok(Ok(())) => match state.auth.consent_view(&name).await {
+            Ok(Some(view)) => page(StatusCode::OK, &consent_page(request, &view, None)),
+            _ => page(StatusCode::BAD_REQUEST, &error_page("sign in first")),
+        },
+        Ok(Err(message)) => page(
+            StatusCode::UNAUTHORIZED,
+            &login_page(request, &name.client_name, Some(&message)),
+        ),
+        Err(e) => page(StatusCode::SERVICE_UNAVAILABLE, &error_page(e.message())),
+    }
+}
+
+/// `POST /auth/consent`: allow or deny; back to the app either way.
+pub async fn consent(State(state): State<AppState>, Form(form): Form<HashMap<String, String>>) -> Response {
+    let get = |k: &str| form.get(k).map(String::as_str);
+    let request = get("request").unwrap_or("");
+    let approve = get("decision") == Some("allow");
+    match state.auth.consent(request, approve, get("patient")).await {
+        Ok(Ok(url)) => Redirect::to(&url).into_response(),
+        Ok(Err(message)) => match state.auth.pending(request).await {
+            Ok(Some(p)) => match state.auth.consent_view(&p).await {
+                Ok(Some(view)) => page(StatusCode::BAD_REQUEST, &consent_page(request, &view, Some(&message))),
+                _ => page(StatusCode::BAD_REQUEST, &error_page(&message)),
+            },
+            _ => page(StatusCode::BAD_REQUEST, &error_page(&message)),
+        },
+        Err(e) => page(StatusCode::SERVICE_UNAVAILABLE, &error_page(e.message())),
+    }
+}
+
+fn basic(headers: &HeaderMap) -> Option<(String, String)> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(basic_credentials)
+}
+
+fn oauth_json(result: Result<Value, OAuthError>) -> Response {
+    let (status, body) = match result {
+        Ok(body) => (StatusCode::OK, body),
+        Err(e) => {
+            tracing::info!(error = e.error, "token endpoint refused a request");
+            (
+                StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+                e.body(),
+            )
+        }
+    };
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")],
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+/// `POST /auth/token`.
+pub async fn token(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> Response {
+    oauth_json(state.auth.token(&form, basic(&headers)).await)
+}
+
+/// `POST /auth/introspect` (RFC 7662).
+pub async fn introspect(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> Response {
+    let bearer = bearer(&headers);
+    oauth_json(
+        state
+            .auth
+            .introspect(&form, basic(&headers).filter(|_| bearer.is_none()), bearer.as_deref())
+            .await,
+    )
+}
+
+/// `POST /auth/revoke` (RFC 7009).
+pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> Response {
+    match state.auth.revoke(&form, basic(&headers)).await {
+        Ok(()) => (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response(),
+        Err(e) => oauth_json(Err(e)),
+    }
+}
+
+/// `POST /auth/launch` `{"patient": "123"}`: an EHR (a practitioner, administrator or backend
+/// service token) records a launch context and gets the `launch` value to open an app with.
+pub async fn launch(State(state): State<AppState>, headers: HeaderMap, axum::Json(body): axum::Json<Value>) -> Response {
+    let Some(token) = bearer(&headers) else {
+        return unauthorized(None, "creating a launch context needs an access token");
+    };
+    let principal = match state.auth.authenticate(&token).await {
+        Ok(p) => p,
+        Err(why) => return unauthorized(Some("invalid_token"), &why),
+    };
+    if principal.role == Role::Patient {
+        return oauth_json(Err(OAuthError {
+            status: 403,
+            error: "insufficient_scope",
+            description: "patients cannot create launch contexts".into(),
+        }));
+    }
+    let Some(patient) = body["patient"].as_str().map(|p| p.trim_start_matches("Patient/")) else {
+        return oauth_json(Err(OAuthError {
+            status: 400,
+            error: "invalid_request",
+            description: "the body names the launch patient: {\"patient\": \"<id>\"}".into(),
+        }));
+    };
+    match state.auth.create_launch(patient).await {
+        Ok(launch) => axum::Json(json!({"launch": launch, "patient": patient})).into_response(),
+        Err(e) => oauth_json(Err(e.into())),
+    }
+}
+
+// ----- Pages -----
+
+fn page(status: StatusCode, html: &str) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+            ),
+        ],
+        html.to_string(),
+    )
+        .into_response()
+}
+
+/// HTML text escaping.
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+fn layout(title: &str, body: &str) -> String {
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} · Hearth</title>
+<style>
+body{{font:1.05rem/1.5 system-ui,sans-serif;max-width:30rem;margin:2rem auto;padding:0 1rem;color:#1b1b1b}}
+label{{display:block;margin-top:1rem;font-weight:600}} input{{font:inherit;width:100%;padding:.5rem;box-sizing:border-box}}
+button{{font:inherit;margin-top:1.2rem;padding:.6rem 1.2rem}} [role=alert]{{color:#a00000;font-weight:600}}
+li{{margin:.3rem 0}} :focus{{outline:3px solid #1f5fbf}}
+</style></head><body><main>
+{body}
+</main></body></html>"#,
+        title = esc(title),
+    )
+}
+
+fn login_page(request: &str, client_name: &str, error: Option<&str>) -> String {
+    let alert = error
+        .map(|e| format!(r#"<p role="alert" id="error">{}</p>"#, esc(e)))
+        .unwrap_or_default();
+    layout(
+        "Sign in",
+        &format!(
+            r#"<h1>Sign in</h1>
+<p><strong>{app}</strong> asks to connect to your health records.</p>
+{alert}
+<form method="post" action="/auth/login">
+<input type="hidden" name="request" value="{request}">
+<label for="username">User name</label>
+<input id="username" name="username" autocomplete="username" required autofocus>
+<label for="password">Password</label>
+<input id="password" name="password" type="password" autocomplete="current-password" required>
+<label for="totp">One-time code <small>(practitioners and administrators)</small></label>
+<input id="totp" name="totp" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{{6}}">
+<button type="submit" id="sign-in">Sign in</button>
+</form>"#,
+            app = esc(client_name),
+            request = esc(request),
+        ),
+    )
+}
+
+fn consent_page(request: &str, view: &ConsentView, error: Option<&str>) -> String {
+    let alert = error
+        .map(|e| format!(r#"<p role="alert" id="error">{}</p>"#, esc(e)))
+        .unwrap_or_default();
+    let items: String = view
+        .scopes
+        .iter()
+        .map(|s| format!("<li>{}</li>", esc(s)))
+        .collect();
+    let patient = if view.needs_patient {
+        r#"<label for="patient">Patient id (the record this app will work on)</label>
+<input id="patient" name="patient" required>"#
+            .to_string()
+    } else {
+        match &view.patient {
+            Some(p) => format!("<p>Patient record: <strong>{}</strong></p>", esc(p)),
+            None => String::new(),
+        }
+    };
+    layout(
+        "Allow access",
+        &format!(
+            r#"<h1>Allow {app}?</h1>
+{alert}
+<p><strong>{app}</strong> will be able to:</p>
+<ul id="scopes">{items}</ul>
+<form method="post" action="/auth/consent">
+<input type="hidden" name="request" value="{request}">
+{patient}
+<button type="submit" name="decision" value="allow" id="allow">Allow</button>
+<button type="submit" name="decision" value="deny" id="deny" formnovalidate>Deny</button>
+</form>"#,
+            app = esc(&view.client_name),
+            request = esc(request),
+        ),
+    )
+}
+
+fn error_page(message: &str) -> String {
+    layout(
+        "Cannot sign in",
+        &format!(
+            r#"<h1>Cannot sign in</h1><p role="alert" id="error">{}</p>"#,
+            esc(message)
+        ),
+    )
+}
