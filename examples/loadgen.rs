@@ -34,6 +34,9 @@ struct Args {
     /// Run the equivalent raw SQL against this PostgreSQL database (migrated by `hearth migrate`).
     #[arg(long)]
     raw_postgres: Option<String>,
+    /// A bearer token to send (from `hearth token`), for a server with authorization on.
+    #[arg(long, env = "HEARTH_TOKEN")]
+    token: Option<String>,
 }
 
 fn patient(i: usize) -> Value {
@@ -106,8 +109,16 @@ async fn http(args: Args) {
     let clients: Arc<Vec<reqwest::Client>> = Arc::new(
         (0..conns)
             .map(|_| {
+                let mut headers = reqwest::header::HeaderMap::new();
+                if let Some(t) = &args.token {
+                    headers.insert(
+                        reqwest::header::AUTHORIZATION,
+                        format!("Bearer {t}").parse().unwrap(),
+                    );
+                }
                 reqwest::Client::builder()
                     .pool_max_idle_per_host(1)
+                    .default_headers(headers)
                     .build()
                     .unwrap()
             })
