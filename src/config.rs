@@ -147,6 +147,19 @@ impl Config {
         }
     }
 
+    /// Creates the data directory of the embedded database, if that is the one in use.
+    pub fn prepare_data_dir(&self) -> crate::Result<()> {
+        if self.database_url.is_none() {
+            std::fs::create_dir_all(&self.data_dir).map_err(|e| {
+                crate::Error::internal(format!(
+                    "cannot create the data directory {}: {e}",
+                    self.data_dir.display()
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
     /// The database URL, defaulting to `<data_dir>/hearth.db`.
     pub fn database_url(&self) -> String {
         match &self.database_url {

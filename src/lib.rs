@@ -35,15 +35,8 @@ impl Hearth {
     /// Connects the store, applies migrations (unless disabled), compiles the validator and
     /// binds the listening socket.
     pub async fn start(config: &Config) -> Result<Hearth> {
+        config.prepare_data_dir()?;
         let database_url = config.database_url();
-        if config.database_url.is_none() {
-            std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-                Error::internal(format!(
-                    "cannot create the data directory {}: {e}",
-                    config.data_dir.display()
-                ))
-            })?;
-        }
         // Bind first: the base URL (with the real port) is part of what the store indexes.
         let listener = TcpListener::bind(config.listen)
             .await

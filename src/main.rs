@@ -226,6 +226,7 @@ async fn serve(config: Config) -> hearth::Result<()> {
 
 /// Applies migrations; rebuilds the search index when asked or when the index tables are new.
 async fn migrate(config: Config, reindex: bool) -> hearth::Result<()> {
+    config.prepare_data_dir()?;
     use hearth::store::ResourceStore;
     let indexer = std::sync::Arc::new(hearth::store::Indexer::new(
         hearth::search::registry::Registry::r4().clone(),
@@ -247,6 +248,7 @@ async fn migrate(config: Config, reindex: bool) -> hearth::Result<()> {
 
 /// The authorization server on the configured database, for the account commands.
 async fn auth_server(config: &Config) -> hearth::Result<AuthServer> {
+    config.prepare_data_dir()?;
     let base_url = config.base_url(config.listen);
     let indexer = std::sync::Arc::new(hearth::store::Indexer::new(
         hearth::search::registry::Registry::r4().clone(),
