@@ -117,8 +117,9 @@ pub async fn metadata(State(state): State<AppState>, req: FhirRequest) -> Respon
 /// <https://hl7.org/fhir/smart-app-launch/conformance.html#using-cors>
 fn security(issuer: Option<&str>) -> serde_json::Value {
     match issuer {
+        // No CORS headers yet: browser apps on other origins need a proxy that adds them.
         Some(issuer) => json!({
-            "cors": true,
+            "cors": false,
             "extension": [{
                 "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
                 "extension": [
