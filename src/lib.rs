@@ -65,8 +65,7 @@ impl Hearth {
             tracing::warn!(refused, "custom SearchParameter not used");
         }
         let auth = std::sync::Arc::new(
-            auth::server::AuthServer::start(store.clone(), config.auth_settings(&base_url))
-                .await?,
+            auth::server::AuthServer::start(store.clone(), config.auth_settings(&base_url)).await?,
         );
         let upkeep = {
             let auth = auth.clone();

@@ -100,7 +100,9 @@ enum ClientAction {
         jwks_file: Option<std::path::PathBuf>,
     },
     List,
-    Remove { client_id: String },
+    Remove {
+        client_id: String,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -183,7 +185,10 @@ async fn main() -> std::process::ExitCode {
         Command::RotateKey(config) => {
             init_logs(config.log_format);
             match auth_server(&config).await {
-                Ok(auth) => auth.rotate_keys().await.map(|kid| println!("new signing key {kid}")),
+                Ok(auth) => auth
+                    .rotate_keys()
+                    .await
+                    .map(|kid| println!("new signing key {kid}")),
                 Err(e) => Err(e),
             }
         }
@@ -264,9 +269,9 @@ fn new_password() -> hearth::Result<String> {
         Ok(p) => p,
         Err(_) => {
             let mut line = String::new();
-            std::io::stdin()
-                .read_line(&mut line)
-                .map_err(|e| hearth::Error::bad_request(format!("cannot read the password: {e}")))?;
+            std::io::stdin().read_line(&mut line).map_err(|e| {
+                hearth::Error::bad_request(format!("cannot read the password: {e}"))
+            })?;
             line.trim_end_matches(['\r', '\n']).to_string()
         }
     };
@@ -287,7 +292,11 @@ async fn user(config: Config, action: UserAction) -> hearth::Result<()> {
                     "backend services are clients (hearth client add), not users",
                 ));
             }
-            if role == Role::Patient && !fhir_user.as_deref().is_some_and(|f| f.starts_with("Patient/")) {
+            if role == Role::Patient
+                && !fhir_user
+                    .as_deref()
+                    .is_some_and(|f| f.starts_with("Patient/"))
+            {
                 return Err(hearth::Error::bad_request(
                     "a patient user needs --fhir-user Patient/<id>",
                 ));
@@ -308,7 +317,9 @@ async fn user(config: Config, action: UserAction) -> hearth::Result<()> {
                 user.totp_secret = Some(accounts::new_totp_secret());
             }
             if !auth.add_user(&user).await? {
-                return Err(hearth::Error::bad_request(format!("the user name '{username}' is taken")));
+                return Err(hearth::Error::bad_request(format!(
+                    "the user name '{username}' is taken"
+                )));
             }
             println!("added user {username}");
             if let Some(secret) = &user.totp_secret {
@@ -366,8 +377,9 @@ async fn client(config: Config, action: ClientAction) -> hearth::Result<()> {
                     let text = std::fs::read_to_string(&path).map_err(|e| {
                         hearth::Error::bad_request(format!("cannot read {}: {e}", path.display()))
                     })?;
-                    let v: serde_json::Value = serde_json::from_str(&text)
-                        .map_err(|e| hearth::Error::bad_request(format!("the JWKS is not JSON: {e}")))?;
+                    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                        hearth::Error::bad_request(format!("the JWKS is not JSON: {e}"))
+                    })?;
                     Some(v)
                 }
                 None => None,
@@ -396,12 +408,20 @@ async fn client(config: Config, action: ClientAction) -> hearth::Result<()> {
         }
         ClientAction::List => {
             for c in auth.clients().await? {
-                println!("{}\t{:?}\t{}\t{}", c.client_id, c.kind, c.scope, c.redirect_uris.join(" "));
+                println!(
+                    "{}\t{:?}\t{}\t{}",
+                    c.client_id,
+                    c.kind,
+                    c.scope,
+                    c.redirect_uris.join(" ")
+                );
             }
         }
         ClientAction::Remove { client_id } => {
             if !auth.remove_client(&client_id).await? {
-                return Err(hearth::Error::bad_request(format!("no client '{client_id}'")));
+                return Err(hearth::Error::bad_request(format!(
+                    "no client '{client_id}'"
+                )));
             }
             println!("removed {client_id}");
         }

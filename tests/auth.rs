@@ -16,8 +16,8 @@ use hearth::auth::policy::Role;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use oauth2::basic::BasicClient;
 use oauth2::{
-    AuthUrl, AuthorizationCode, ClientId, CsrfToken, PkceCodeChallenge, RedirectUrl,
-    RefreshToken, Scope, TokenResponse, TokenUrl,
+    AuthUrl, AuthorizationCode, ClientId, CsrfToken, PkceCodeChallenge, RedirectUrl, RefreshToken,
+    Scope, TokenResponse, TokenUrl,
 };
 use serde_json::{json, Value};
 
@@ -59,8 +59,9 @@ async fn register_app(s: &Server) {
             kind: ClientKind::Public,
             secret_hash: None,
             redirect_uris: vec![APP_REDIRECT.into()],
-            scope: "launch launch/patient openid fhirUser offline_access patient/*.cruds user/*.cruds"
-                .into(),
+            scope:
+                "launch launch/patient openid fhirUser offline_access patient/*.cruds user/*.cruds"
+                    .into(),
             jwks: None,
         })
         .await
@@ -81,7 +82,11 @@ async fn admin_token(s: &Server) -> String {
         })
         .await
         .unwrap();
-    let t = s.auth.mint("ops", None, "system/*.cruds", None).await.unwrap();
+    let t = s
+        .auth
+        .mint("ops", None, "system/*.cruds", None)
+        .await
+        .unwrap();
     t["access_token"].as_str().unwrap().to_string()
 }
 
@@ -157,7 +162,9 @@ fn form(pairs: &[(&str, &str)]) -> String {
 
 /// The hidden `request` field of a login or consent page.
 fn hidden_request(html: &str) -> String {
-    let at = html.find("name=\"request\" value=\"").expect("a request field");
+    let at = html
+        .find("name=\"request\" value=\"")
+        .expect("a request field");
     let rest = &html[at + 22..];
     rest[..rest.find('"').unwrap()].to_string()
 }
@@ -172,9 +179,7 @@ async fn post_form(c: &reqwest::Client, url: &str, body: String) -> reqwest::Res
 }
 
 /// The `oauth2` crate's async HTTP client, over reqwest.
-async fn oauth_http(
-    request: oauth2::HttpRequest,
-) -> Result<oauth2::HttpResponse, reqwest::Error> {
+async fn oauth_http(request: oauth2::HttpRequest) -> Result<oauth2::HttpResponse, reqwest::Error> {
     let (parts, body) = request.into_parts();
     let response = browser()
         .request(parts.method, parts.uri.to_string())
@@ -271,7 +276,11 @@ async fn launch(
     let location = back.headers()["location"].to_str().unwrap().to_string();
     assert!(location.starts_with(APP_REDIRECT), "{location}");
     let params = callback(&location);
-    assert_eq!(params.get("state"), Some(state.secret()), "state comes back");
+    assert_eq!(
+        params.get("state"),
+        Some(state.secret()),
+        "state comes back"
+    );
     (verifier, params, html)
 }
 
@@ -296,19 +305,34 @@ async fn discovery_and_bearer_tokens(s: &Server) {
         .unwrap();
     assert_eq!(c["code_challenge_methods_supported"], json!(["S256"]));
     assert_eq!(c["token_endpoint"], format!("{}/auth/token", s.root));
-    for cap in ["launch-standalone", "launch-ehr", "client-confidential-asymmetric", "permission-v2", "sso-openid-connect"] {
-        assert!(c["capabilities"].as_array().unwrap().contains(&json!(cap)), "{cap}");
+    for cap in [
+        "launch-standalone",
+        "launch-ehr",
+        "client-confidential-asymmetric",
+        "permission-v2",
+        "sso-openid-connect",
+    ] {
+        assert!(
+            c["capabilities"].as_array().unwrap().contains(&json!(cap)),
+            "{cap}"
+        );
     }
     // The CapabilityStatement is public and says where to authorize.
     let meta: Value = s.get("/metadata").await.json().await.unwrap();
     let security = &meta["rest"][0]["security"];
     assert_eq!(security["service"][0]["coding"][0]["code"], "SMART-on-FHIR");
     let uris = &security["extension"][0]["extension"];
-    assert!(uris.as_array().unwrap().iter().any(|e| e["url"] == "token"
-        && e["valueUri"] == format!("{}/auth/token", s.root)));
+    assert!(uris
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["url"] == "token" && e["valueUri"] == format!("{}/auth/token", s.root)));
     // No token: 401 with a challenge and an OperationOutcome.
     let r = s.get("/Patient").await;
-    assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer"));
     expect_outcome(r, 401).await;
     // Forged, tampered and alg=none tokens: 401 invalid_token.
     let good = admin_token(s).await;
@@ -317,18 +341,38 @@ async fn discovery_and_bearer_tokens(s: &Server) {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let mut claims: Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
     claims["scope"] = json!("system/*.cruds user/*.cruds");
-    let tampered = format!("{}.{}.{}", parts[0], b64.encode(claims.to_string()), parts[2]);
-    let none = format!("{}.{}.", b64.encode(r#"{"alg":"none","typ":"JWT"}"#), parts[1]);
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64.encode(claims.to_string()),
+        parts[2]
+    );
+    let none = format!(
+        "{}.{}.",
+        b64.encode(r#"{"alg":"none","typ":"JWT"}"#),
+        parts[1]
+    );
     let foreign_key = EncodingKey::from_secret(b"guess");
     let hs = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &foreign_key).unwrap();
     for bad in [tampered, none, hs, "garbage".to_string()] {
         let r = get(s, &bad, "/Patient").await;
-        let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_string();
+        let challenge = r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_string();
         assert!(challenge.contains("invalid_token"), "{challenge}");
         expect_outcome(r, 401).await;
     }
     // The JWKS publishes the signing key.
-    let jwks: Value = s.client.get(format!("{}/auth/jwks", s.root)).send().await.unwrap().json().await.unwrap();
+    let jwks: Value = s
+        .client
+        .get(format!("{}/auth/jwks", s.root))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(jwks["keys"][0]["kty"], "EC");
     assert!(jwks["keys"][0].get("d").is_none(), "never the private part");
 }
@@ -336,8 +380,16 @@ async fn discovery_and_bearer_tokens(s: &Server) {
 async fn standalone_patient_launch(s: &Server) {
     register_app(s).await;
     let admin = admin_token(s).await;
-    let me = create(s, &admin, json!({"resourceType": "Patient", "name": [{"family": "Me"}]})).await;
-    s.auth.add_user(&user("pat", Role::Patient, Some(&format!("Patient/{me}")))).await.unwrap();
+    let me = create(
+        s,
+        &admin,
+        json!({"resourceType": "Patient", "name": [{"family": "Me"}]}),
+    )
+    .await;
+    s.auth
+        .add_user(&user("pat", Role::Patient, Some(&format!("Patient/{me}"))))
+        .await
+        .unwrap();
 
     let (verifier, params, consent_html) = launch(
         s,
@@ -348,7 +400,11 @@ async fn standalone_patient_launch(s: &Server) {
         None,
     )
     .await;
-    assert!(consent_html.contains("See, create, change, delete Appointment records of the selected patient"), "{consent_html}");
+    assert!(
+        consent_html
+            .contains("See, create, change, delete Appointment records of the selected patient"),
+        "{consent_html}"
+    );
     let code = params["code"].clone();
     // A wrong PKCE verifier is refused, and that spends the code.
     let (status, body) = token_form(
@@ -362,7 +418,10 @@ async fn standalone_patient_launch(s: &Server) {
         ]),
     )
     .await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
 
     // Again, properly, through the oauth2 crate.
     let (verifier2, params2, _) = launch(
@@ -383,8 +442,16 @@ async fn standalone_patient_launch(s: &Server) {
         .await
         .expect("the code exchange succeeds");
     let access = token.access_token().secret().clone();
-    let granted: Vec<String> = token.scopes().unwrap().iter().map(|s| s.to_string()).collect();
-    assert!(granted.contains(&"patient/Appointment.cruds".to_string()), "{granted:?}");
+    let granted: Vec<String> = token
+        .scopes()
+        .unwrap()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert!(
+        granted.contains(&"patient/Appointment.cruds".to_string()),
+        "{granted:?}"
+    );
     assert_eq!(token.expires_in().unwrap().as_secs(), 900);
 
     // A code is good once.
@@ -398,7 +465,12 @@ async fn standalone_patient_launch(s: &Server) {
     // The token reads the patient's own record, and only theirs.
     let mine = get(s, &access, &format!("/Patient/{me}")).await;
     assert_eq!(mine.status(), 200);
-    let other = create(s, &admin, json!({"resourceType": "Patient", "name": [{"family": "Other"}]})).await;
+    let other = create(
+        s,
+        &admin,
+        json!({"resourceType": "Patient", "name": [{"family": "Other"}]}),
+    )
+    .await;
     expect_outcome(get(s, &access, &format!("/Patient/{other}")).await, 403).await;
     let all: Value = get(s, &access, "/Patient").await.json().await.unwrap();
     assert_eq!(ids(&all), vec![format!("Patient/{me}")]);
@@ -408,7 +480,10 @@ async fn standalone_patient_launch(s: &Server) {
     // The patient books an appointment for themselves, not for someone else.
     let booking = json!({"resourceType": "Appointment", "status": "booked",
         "participant": [{"actor": {"reference": format!("Patient/{me}")}, "status": "accepted"}]});
-    assert_eq!(post(s, &access, "/Appointment", &booking).await.status(), 201);
+    assert_eq!(
+        post(s, &access, "/Appointment", &booking).await.status(),
+        201
+    );
     let for_other = json!({"resourceType": "Appointment", "status": "booked",
         "participant": [{"actor": {"reference": format!("Patient/{other}")}, "status": "accepted"}]});
     expect_outcome(post(s, &access, "/Appointment", &for_other).await, 403).await;
@@ -470,11 +545,21 @@ async fn standalone_patient_launch(s: &Server) {
 async fn practitioner_login_totp_lockout_and_ehr_launch(s: &Server) {
     register_app(s).await;
     let admin = admin_token(s).await;
-    let p = create(s, &admin, json!({"resourceType": "Patient", "name": [{"family": "P"}]})).await;
+    let p = create(
+        s,
+        &admin,
+        json!({"resourceType": "Patient", "name": [{"family": "P"}]}),
+    )
+    .await;
     let dr = user("drwho", Role::Practitioner, Some("Practitioner/d1"));
     let secret = dr.totp_secret.clone().unwrap();
     s.auth.add_user(&dr).await.unwrap();
-    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
 
     // The EHR records a launch context; the app opens with it.
     let launch_ctx: Value = s
@@ -528,7 +613,14 @@ async fn practitioner_login_totp_lockout_and_ehr_launch(s: &Server) {
         .add_scope(Scope::new("user/Patient.rs".into()))
         .set_pkce_challenge(challenge)
         .url();
-    let html = b.get(url.as_str()).send().await.unwrap().text().await.unwrap();
+    let html = b
+        .get(url.as_str())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let req = hidden_request(&html);
     let login = |password: &'static str, totp: String| {
         let b = b.clone();
@@ -538,7 +630,12 @@ async fn practitioner_login_totp_lockout_and_ehr_launch(s: &Server) {
             post_form(
                 &b,
                 &url,
-                form(&[("request", &req), ("username", "drwho"), ("password", password), ("totp", &totp)]),
+                form(&[
+                    ("request", &req),
+                    ("username", "drwho"),
+                    ("password", password),
+                    ("totp", &totp),
+                ]),
             )
             .await
         }
@@ -548,7 +645,10 @@ async fn practitioner_login_totp_lockout_and_ehr_launch(s: &Server) {
     // No code: refused. Then four more failures lock the account...
     assert_eq!(login(PASSWORD, String::new()).await.status(), 401);
     for _ in 0..3 {
-        assert_eq!(login("Wrong password 1!", String::new()).await.status(), 401);
+        assert_eq!(
+            login("Wrong password 1!", String::new()).await.status(),
+            401
+        );
     }
     // ...so that even the right password and a fresh code are refused.
     let fresh = accounts::totp_code(&secret, now() + 30).unwrap();
@@ -575,12 +675,22 @@ fn service_key(alg: Algorithm, kid: &str) -> (EncodingKey, Value) {
             EncodingKey::from_rsa_der(secret.to_pkcs1_der().unwrap().as_bytes())
         }
     };
-    let mut jwk = serde_json::to_value(jsonwebtoken::jwk::Jwk::from_encoding_key(&key, alg).unwrap()).unwrap();
+    let mut jwk =
+        serde_json::to_value(jsonwebtoken::jwk::Jwk::from_encoding_key(&key, alg).unwrap())
+            .unwrap();
     jwk["kid"] = json!(kid);
     (key, jwk)
 }
 
-fn assertion(s: &Server, key: &EncodingKey, alg: Algorithm, kid: &str, client: &str, jti: &str, aud: Option<&str>) -> String {
+fn assertion(
+    s: &Server,
+    key: &EncodingKey,
+    alg: Algorithm,
+    kid: &str,
+    client: &str,
+    jti: &str,
+    aud: Option<&str>,
+) -> String {
     let now = jsonwebtoken::get_current_timestamp();
     let mut header = Header::new(alg);
     header.kid = Some(kid.into());
@@ -612,15 +722,36 @@ async fn backend_services(s: &Server) {
         form(&[
             ("grant_type", "client_credentials"),
             ("scope", scope),
-            ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
             ("client_assertion", &a),
         ])
     };
-    for (key, alg, kid) in [(&es, Algorithm::ES384, "es-1"), (&rs, Algorithm::RS384, "rs-1")] {
-        let a = assertion(s, key, alg, kid, "engine", &uuid::Uuid::new_v4().to_string(), None);
-        let (status, body) = token_form(s, grant(a.clone(), "system/Patient.rs system/Observation.rs")).await;
+    for (key, alg, kid) in [
+        (&es, Algorithm::ES384, "es-1"),
+        (&rs, Algorithm::RS384, "rs-1"),
+    ] {
+        let a = assertion(
+            s,
+            key,
+            alg,
+            kid,
+            "engine",
+            &uuid::Uuid::new_v4().to_string(),
+            None,
+        );
+        let (status, body) = token_form(
+            s,
+            grant(a.clone(), "system/Patient.rs system/Observation.rs"),
+        )
+        .await;
         assert_eq!(status, 200, "{body}");
-        assert_eq!(body["scope"], "system/Patient.rs", "only what the client is registered for");
+        assert_eq!(
+            body["scope"], "system/Patient.rs",
+            "only what the client is registered for"
+        );
         assert!(body.get("refresh_token").is_none());
         let token = body["access_token"].as_str().unwrap();
         assert_eq!(get(s, token, "/Patient").await.status(), 200);
@@ -631,21 +762,43 @@ async fn backend_services(s: &Server) {
         .await;
         // The same assertion again: a replay.
         let (status, body) = token_form(s, grant(a, "system/Patient.rs")).await;
-        assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "{body}");
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client")),
+            "{body}"
+        );
     }
     // Wrong audience, unknown key, unregistered scope.
-    let a = assertion(s, &es, Algorithm::ES384, "es-1", "engine", "j-aud", Some("http://elsewhere/token"));
+    let a = assertion(
+        s,
+        &es,
+        Algorithm::ES384,
+        "es-1",
+        "engine",
+        "j-aud",
+        Some("http://elsewhere/token"),
+    );
     assert_eq!(token_form(s, grant(a, "system/Patient.rs")).await.0, 401);
     let (other, _) = service_key(Algorithm::ES384, "es-1");
     let a = assertion(s, &other, Algorithm::ES384, "es-1", "engine", "j-key", None);
     assert_eq!(token_form(s, grant(a, "system/Patient.rs")).await.0, 401);
     let a = assertion(s, &es, Algorithm::ES384, "es-1", "engine", "j-scope", None);
     let (status, body) = token_form(s, grant(a, "system/Observation.rs")).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_scope")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_scope"))
+    );
     // A public client cannot use client_credentials; an unknown grant type is named.
     register_app(s).await;
-    let (status, body) = token_form(s, form(&[("grant_type", "client_credentials"), ("client_id", "app")])).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("unauthorized_client")));
+    let (status, body) = token_form(
+        s,
+        form(&[("grant_type", "client_credentials"), ("client_id", "app")]),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("unauthorized_client"))
+    );
     let (_, body) = token_form(s, form(&[("grant_type", "password"), ("client_id", "app")])).await;
     assert_eq!(body["error"], "unsupported_grant_type");
 }
@@ -654,15 +807,40 @@ async fn backend_services(s: &Server) {
 async fn enforcement_matrix(s: &Server) {
     register_app(s).await;
     let admin = admin_token(s).await;
-    let me = create(s, &admin, json!({"resourceType": "Patient", "name": [{"family": "Me"}]})).await;
-    s.auth.add_user(&user("pat", Role::Patient, Some(&format!("Patient/{me}")))).await.unwrap();
-    s.auth.add_user(&user("doc", Role::Practitioner, Some("Practitioner/d1"))).await.unwrap();
-    s.auth.add_user(&user("boss", Role::Administrator, None)).await.unwrap();
-    let core = ["Patient", "Practitioner", "Schedule", "Slot", "Appointment", "MedicationRequest", "AuditEvent"];
+    let me = create(
+        s,
+        &admin,
+        json!({"resourceType": "Patient", "name": [{"family": "Me"}]}),
+    )
+    .await;
+    s.auth
+        .add_user(&user("pat", Role::Patient, Some(&format!("Patient/{me}"))))
+        .await
+        .unwrap();
+    s.auth
+        .add_user(&user("doc", Role::Practitioner, Some("Practitioner/d1")))
+        .await
+        .unwrap();
+    s.auth
+        .add_user(&user("boss", Role::Administrator, None))
+        .await
+        .unwrap();
+    let core = [
+        "Patient",
+        "Practitioner",
+        "Schedule",
+        "Slot",
+        "Appointment",
+        "MedicationRequest",
+        "AuditEvent",
+    ];
     let mint = |u: Option<&'static str>, scope: &'static str, patient: Option<String>| {
         let auth = s.auth.clone();
         async move {
-            let t = auth.mint("app", u, scope, patient.as_deref()).await.unwrap();
+            let t = auth
+                .mint("app", u, scope, patient.as_deref())
+                .await
+                .unwrap();
             t["access_token"].as_str().unwrap().to_string()
         }
     };
@@ -672,43 +850,93 @@ async fn enforcement_matrix(s: &Server) {
     let boss = mint(Some("boss"), "user/*.cruds", None).await;
     let v1 = mint(Some("doc"), "user/Patient.read", None).await;
     for t in core {
-        let search = |token: String| async move { get(s, &token, &format!("/{t}")).await.status().as_u16() };
+        let search =
+            |token: String| async move { get(s, &token, &format!("/{t}")).await.status().as_u16() };
         // Search: the administrator everything; the practitioner all but AuditEvent; the
         // patient all but AuditEvent (confined to their compartment).
         assert_eq!(search(boss.clone()).await, 200, "admin searches {t}");
         let clinical = if t == "AuditEvent" { 403 } else { 200 };
-        assert_eq!(search(doc_all.clone()).await, clinical, "practitioner searches {t}");
-        assert_eq!(search(patient_all.clone()).await, clinical, "patient searches {t}");
-        assert_eq!(search(v1.clone()).await, if t == "Patient" { 200 } else { 403 }, "v1 read scope on {t}");
+        assert_eq!(
+            search(doc_all.clone()).await,
+            clinical,
+            "practitioner searches {t}"
+        );
+        assert_eq!(
+            search(patient_all.clone()).await,
+            clinical,
+            "patient searches {t}"
+        );
+        assert_eq!(
+            search(v1.clone()).await,
+            if t == "Patient" { 200 } else { 403 },
+            "v1 read scope on {t}"
+        );
     }
     // Writes: practitioners write prescriptions; read-only scopes and patients cannot.
     let rx = json!({"resourceType": "MedicationRequest", "status": "active", "intent": "order",
         "medicationCodeableConcept": {"text": "Amoxicillin"}, "subject": {"reference": format!("Patient/{me}")}});
-    assert_eq!(post(s, &doc_all, "/MedicationRequest", &rx).await.status(), 201);
+    assert_eq!(
+        post(s, &doc_all, "/MedicationRequest", &rx).await.status(),
+        201
+    );
     expect_outcome(post(s, &doc_read, "/MedicationRequest", &rx).await, 403).await;
     expect_outcome(post(s, &patient_all, "/MedicationRequest", &rx).await, 403).await;
     // Patients cannot delete; practitioners cannot touch AuditEvent; admins can.
-    let appt = create(s, &admin, json!({"resourceType": "Appointment", "status": "booked",
-        "participant": [{"actor": {"reference": format!("Patient/{me}")}, "status": "accepted"}]})).await;
+    let appt = create(
+        s,
+        &admin,
+        json!({"resourceType": "Appointment", "status": "booked",
+        "participant": [{"actor": {"reference": format!("Patient/{me}")}, "status": "accepted"}]}),
+    )
+    .await;
     let del = |token: String, path: String| async move {
-        s.client.delete(s.url(&path)).bearer_auth(token).send().await.unwrap().status().as_u16()
+        s.client
+            .delete(s.url(&path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
     };
-    assert_eq!(del(patient_all.clone(), format!("/Appointment/{appt}")).await, 403);
+    assert_eq!(
+        del(patient_all.clone(), format!("/Appointment/{appt}")).await,
+        403
+    );
     let audit = json!({"resourceType": "AuditEvent", "type": {"code": "rest"}, "recorded": "2026-01-01T00:00:00Z",
         "agent": [{"requestor": true}], "source": {"observer": {"display": "x"}}});
     expect_outcome(post(s, &doc_all, "/AuditEvent", &audit).await, 403).await;
     // A patient updates their own appointment (cancels it).
-    let mut cancelled: Value = get(s, &patient_all, &format!("/Appointment/{appt}")).await.json().await.unwrap();
+    let mut cancelled: Value = get(s, &patient_all, &format!("/Appointment/{appt}"))
+        .await
+        .json()
+        .await
+        .unwrap();
     cancelled["status"] = json!("cancelled");
-    assert_eq!(put(s, &patient_all, &format!("/Appointment/{appt}"), &cancelled).await.status(), 200);
+    assert_eq!(
+        put(s, &patient_all, &format!("/Appointment/{appt}"), &cancelled)
+            .await
+            .status(),
+        200
+    );
     // Bundles: each entry is checked as if it came alone.
     let bundle = json!({"resourceType": "Bundle", "type": "batch", "entry": [
         {"request": {"method": "GET", "url": format!("Patient/{me}")}},
         {"request": {"method": "POST", "url": "MedicationRequest"}, "resource": rx},
     ]});
-    let r: Value = post(s, &patient_all, "", &bundle).await.json().await.unwrap();
+    let r: Value = post(s, &patient_all, "", &bundle)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["entry"][0]["response"]["status"], "200 OK");
-    assert!(r["entry"][1]["response"]["status"].as_str().unwrap().starts_with("403"), "{r}");
+    assert!(
+        r["entry"][1]["response"]["status"]
+            .as_str()
+            .unwrap()
+            .starts_with("403"),
+        "{r}"
+    );
     let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
         {"request": {"method": "POST", "url": "MedicationRequest"}, "resource": rx},
     ]});
@@ -721,29 +949,70 @@ async fn enforcement_matrix(s: &Server) {
     let lab_id = create(s, &admin, lab).await;
     let vital_id = create(s, &admin, vital).await;
     let labs_only = mint(Some("doc"), "user/Observation.rs?category=laboratory", None).await;
-    let found: Value = get(s, &labs_only, "/Observation").await.json().await.unwrap();
+    let found: Value = get(s, &labs_only, "/Observation")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(ids(&found), vec![format!("Observation/{lab_id}")]);
-    assert_eq!(get(s, &labs_only, &format!("/Observation/{vital_id}")).await.status(), 403);
-    assert_eq!(get(s, &labs_only, &format!("/Observation/{lab_id}")).await.status(), 200);
+    assert_eq!(
+        get(s, &labs_only, &format!("/Observation/{vital_id}"))
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        get(s, &labs_only, &format!("/Observation/{lab_id}"))
+            .await
+            .status(),
+        200
+    );
 }
 
 /// A patient-scoped token sees one patient's data through every path a search offers.
 async fn patient_scoped_tokens_cannot_leak(s: &Server) {
     register_app(s).await;
     let admin = admin_token(s).await;
-    let me = create(s, &admin, json!({"resourceType": "Patient", "name": [{"family": "Same"}]})).await;
-    let other = create(s, &admin, json!({"resourceType": "Patient", "name": [{"family": "Same"}]})).await;
-    s.auth.add_user(&user("doc", Role::Practitioner, Some("Practitioner/d1"))).await.unwrap();
-    let dr = create(s, &admin, json!({"resourceType": "Practitioner", "name": [{"family": "Doc"}]})).await;
+    let me = create(
+        s,
+        &admin,
+        json!({"resourceType": "Patient", "name": [{"family": "Same"}]}),
+    )
+    .await;
+    let other = create(
+        s,
+        &admin,
+        json!({"resourceType": "Patient", "name": [{"family": "Same"}]}),
+    )
+    .await;
+    s.auth
+        .add_user(&user("doc", Role::Practitioner, Some("Practitioner/d1")))
+        .await
+        .unwrap();
+    let dr = create(
+        s,
+        &admin,
+        json!({"resourceType": "Practitioner", "name": [{"family": "Doc"}]}),
+    )
+    .await;
     let mut appts = HashMap::new();
     for p in [&me, &other] {
-        let id = create(s, &admin, json!({"resourceType": "Appointment", "status": "booked", "participant": [
+        let id = create(
+            s,
+            &admin,
+            json!({"resourceType": "Appointment", "status": "booked", "participant": [
             {"actor": {"reference": format!("Patient/{p}")}, "status": "accepted"},
-            {"actor": {"reference": format!("Practitioner/{dr}")}, "status": "accepted"}]})).await;
+            {"actor": {"reference": format!("Practitioner/{dr}")}, "status": "accepted"}]}),
+        )
+        .await;
         appts.insert(p.clone(), id);
     }
     // A practitioner's app launched for `me` with patient/ scopes.
-    let t = s.auth.mint("app", Some("doc"), "patient/*.rs", Some(&me)).await.unwrap();
+    let t = s
+        .auth
+        .mint("app", Some("doc"), "patient/*.rs", Some(&me))
+        .await
+        .unwrap();
     let token = t["access_token"].as_str().unwrap().to_string();
     let search = |q: &'static str| {
         let token = token.clone();
@@ -763,24 +1032,49 @@ async fn patient_scoped_tokens_cannot_leak(s: &Server) {
     // _include pulls in the practitioner (not patient data) and my record only.
     let inc = search("/Appointment?_include=Appointment:actor").await;
     assert!(!inc.contains(&format!("Patient/{other}")), "{inc:?}");
-    assert!(inc.contains(&practitioner) && inc.contains(&format!("Patient/{me}")), "{inc:?}");
+    assert!(
+        inc.contains(&practitioner) && inc.contains(&format!("Patient/{me}")),
+        "{inc:?}"
+    );
     // _revinclude from the practitioner shows only my appointment.
     let rev = search("/Practitioner?_revinclude=Appointment:actor").await;
-    assert!(rev.contains(&mine) && !rev.contains(&format!("Appointment/{}", appts[&other])), "{rev:?}");
+    assert!(
+        rev.contains(&mine) && !rev.contains(&format!("Appointment/{}", appts[&other])),
+        "{rev:?}"
+    );
     // Chaining into Patient: both patients are called Same, only mine counts.
-    assert_eq!(search("/Appointment?actor:Patient.family=Same").await, vec![mine.clone()]);
+    assert_eq!(
+        search("/Appointment?actor:Patient.family=Same").await,
+        vec![mine.clone()]
+    );
     // _has from Practitioner through the other patient's appointment finds nothing.
     let has = format!("/Practitioner?_has:Appointment:actor:patient={other}");
     let r: Value = get(s, &token, &has).await.json().await.unwrap();
     assert!(ids(&r).is_empty(), "{r}");
     // Compartment search of the other patient: empty; their history: refused; their record: 403.
-    let r: Value = get(s, &token, &format!("/Patient/{other}/Appointment")).await.json().await.unwrap();
+    let r: Value = get(s, &token, &format!("/Patient/{other}/Appointment"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert!(ids(&r).is_empty(), "{r}");
     expect_outcome(get(s, &token, "/Appointment/_history").await, 403).await;
-    expect_outcome(get(s, &token, &format!("/Patient/{other}/_history")).await, 403).await;
-    let h: Value = get(s, &token, &format!("/Patient/{me}/_history")).await.json().await.unwrap();
+    expect_outcome(
+        get(s, &token, &format!("/Patient/{other}/_history")).await,
+        403,
+    )
+    .await;
+    let h: Value = get(s, &token, &format!("/Patient/{me}/_history"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(h["entry"].as_array().unwrap().len(), 1);
-    expect_outcome(get(s, &token, &format!("/Appointment/{}", appts[&other])).await, 403).await;
+    expect_outcome(
+        get(s, &token, &format!("/Appointment/{}", appts[&other])).await,
+        403,
+    )
+    .await;
     // System search over several types: refused for a confined token.
     expect_outcome(get(s, &token, "/?_type=Patient,Appointment").await, 403).await;
     // A batch read of the other patient's appointment: 403 in its entry.
@@ -788,7 +1082,13 @@ async fn patient_scoped_tokens_cannot_leak(s: &Server) {
         {"request": {"method": "GET", "url": format!("Appointment/{}", appts[&other])}},
         {"request": {"method": "GET", "url": "Appointment?status=booked"}}]});
     let r: Value = post(s, &token, "", &bundle).await.json().await.unwrap();
-    assert!(r["entry"][0]["response"]["status"].as_str().unwrap().starts_with("403"), "{r}");
+    assert!(
+        r["entry"][0]["response"]["status"]
+            .as_str()
+            .unwrap()
+            .starts_with("403"),
+        "{r}"
+    );
     assert_eq!(ids(&r["entry"][1]["resource"]), vec![mine]);
 }
 
@@ -816,37 +1116,78 @@ async fn bad_authorize_requests(s: &Server) {
         format!("{}/auth/authorize?{}", s.root, form(&pairs))
     };
     // An unregistered redirect URI is never redirected to.
-    let r = b.get(base(&[("redirect_uri", "http://evil.example/cb")])).send().await.unwrap();
+    let r = b
+        .get(base(&[("redirect_uri", "http://evil.example/cb")]))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("not registered"));
-    let r = b.get(base(&[("client_id", "nobody")])).send().await.unwrap();
+    let r = b
+        .get(base(&[("client_id", "nobody")]))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     // The others go back to the app with the OAuth2 error.
     for (extra, error) in [
         (vec![("aud", "http://elsewhere/fhir")], "invalid_request"),
         (vec![("code_challenge", "")], "invalid_request"),
         (vec![("code_challenge_method", "plain")], "invalid_request"),
-        (vec![("response_type", "token")], "unsupported_response_type"),
+        (
+            vec![("response_type", "token")],
+            "unsupported_response_type",
+        ),
         (vec![("scope", "system/*.rs")], "invalid_scope"),
         (vec![("launch", "no-such-launch")], "invalid_request"),
     ] {
         let r = b.get(base(&extra)).send().await.unwrap();
         assert_eq!(r.status(), 303, "{extra:?}");
         let params = callback(r.headers()["location"].to_str().unwrap());
-        assert_eq!(params.get("error").map(String::as_str), Some(error), "{extra:?}");
+        assert_eq!(
+            params.get("error").map(String::as_str),
+            Some(error),
+            "{extra:?}"
+        );
         assert_eq!(params["state"], "s1");
     }
     // Wrong password: the page says so, without saying which part was wrong.
     let html = b.get(base(&[])).send().await.unwrap().text().await.unwrap();
     let req = hidden_request(&html);
-    let r = post_form(&b, &format!("{}/auth/login", s.root), form(&[("request", &req), ("username", "nobody"), ("password", "x")])).await;
+    let r = post_form(
+        &b,
+        &format!("{}/auth/login", s.root),
+        form(&[("request", &req), ("username", "nobody"), ("password", "x")]),
+    )
+    .await;
     assert_eq!(r.status(), 401);
-    assert!(r.text().await.unwrap().contains("user name, password or code is wrong"));
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("user name, password or code is wrong"));
     // Denying consent sends access_denied.
-    s.auth.add_user(&user("pat", Role::Patient, Some("Patient/x"))).await.unwrap();
-    let r = post_form(&b, &format!("{}/auth/login", s.root), form(&[("request", &req), ("username", "pat"), ("password", PASSWORD)])).await;
+    s.auth
+        .add_user(&user("pat", Role::Patient, Some("Patient/x")))
+        .await
+        .unwrap();
+    let r = post_form(
+        &b,
+        &format!("{}/auth/login", s.root),
+        form(&[
+            ("request", &req),
+            ("username", "pat"),
+            ("password", PASSWORD),
+        ]),
+    )
+    .await;
     assert_eq!(r.status(), 200);
-    let r = post_form(&b, &format!("{}/auth/consent", s.root), form(&[("request", &req), ("decision", "deny")])).await;
+    let r = post_form(
+        &b,
+        &format!("{}/auth/consent", s.root),
+        form(&[("request", &req), ("decision", "deny")]),
+    )
+    .await;
     let params = callback(r.headers()["location"].to_str().unwrap());
     assert_eq!(params["error"], "access_denied");
 }
@@ -856,11 +1197,31 @@ async fn key_rotation_keeps_tokens_valid(s: &Server) {
     let kid_before = jsonwebtoken::decode_header(&before).unwrap().kid.unwrap();
     let new_kid = s.auth.rotate_keys().await.unwrap();
     assert_ne!(kid_before, new_kid);
-    assert_eq!(get(s, &before, "/Patient").await.status(), 200, "old tokens stay valid");
+    assert_eq!(
+        get(s, &before, "/Patient").await.status(),
+        200,
+        "old tokens stay valid"
+    );
     let after = admin_token(s).await;
-    assert_eq!(jsonwebtoken::decode_header(&after).unwrap().kid.unwrap(), new_kid);
+    assert_eq!(
+        jsonwebtoken::decode_header(&after).unwrap().kid.unwrap(),
+        new_kid
+    );
     assert_eq!(get(s, &after, "/Patient").await.status(), 200);
-    let jwks: Value = s.client.get(format!("{}/auth/jwks", s.root)).send().await.unwrap().json().await.unwrap();
-    let kids: Vec<&str> = jwks["keys"].as_array().unwrap().iter().filter_map(|k| k["kid"].as_str()).collect();
+    let jwks: Value = s
+        .client
+        .get(format!("{}/auth/jwks", s.root))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k["kid"].as_str())
+        .collect();
     assert!(kids.contains(&kid_before.as_str()) && kids.contains(&new_kid.as_str()));
 }

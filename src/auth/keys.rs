@@ -110,7 +110,9 @@ impl KeyRing {
 
     /// Signs `claims` with the newest key as a compact JWS.
     pub fn sign<T: Serialize>(&self, claims: &T) -> String {
-        let key = self.newest().expect("the key ring is loaded before serving");
+        let key = self
+            .newest()
+            .expect("the key ring is loaded before serving");
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(key.kid.clone());
         jsonwebtoken::encode(&header, claims, &key.encoding).expect("ES256 signing cannot fail")
@@ -188,10 +190,7 @@ mod tests {
         // Dropping the old key makes its tokens unknown.
         let (other, _) = SigningKey::generate(3);
         ring.set(vec![other]);
-        assert_eq!(
-            ring.verify::<Claims>(&token, v),
-            Err(Refused::UnknownKey)
-        );
+        assert_eq!(ring.verify::<Claims>(&token, v), Err(Refused::UnknownKey));
     }
 
     #[test]

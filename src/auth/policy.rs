@@ -5,7 +5,9 @@
 use super::scope::{Context, Interaction, ResourceScope, Scope};
 
 /// Who the user is in the system Hearth serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Sees their own compartment only.

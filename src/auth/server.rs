@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use base64::engine::general_purpose::{URL_SAFE_NO_PAD, STANDARD};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
@@ -338,7 +338,9 @@ impl AuthServer {
         let claims = match self.keys.verify::<AccessClaims>(token, validation.clone()) {
             // Another instance may have rotated the key: look again once.
             Err(Refused::UnknownKey) => {
-                self.load_keys().await.map_err(|e| e.message().to_string())?;
+                self.load_keys()
+                    .await
+                    .map_err(|e| e.message().to_string())?;
                 self.keys.verify::<AccessClaims>(token, validation)
             }
             other => other,
@@ -519,7 +521,10 @@ impl AuthServer {
         p: &AuthorizeParams,
     ) -> std::result::Result<String, AuthorizeError> {
         let page = |m: &str| AuthorizeError::Page(m.to_string());
-        let client_id = p.client_id.as_deref().ok_or_else(|| page("client_id is missing"))?;
+        let client_id = p
+            .client_id
+            .as_deref()
+            .ok_or_else(|| page("client_id is missing"))?;
         let client = self
             .client(client_id)
             .await
@@ -530,7 +535,9 @@ impl AuthServer {
             .as_deref()
             .ok_or_else(|| page("redirect_uri is missing"))?;
         if !client.redirect_uris.iter().any(|u| u == redirect_uri) {
-            return Err(page("the redirect_uri is not registered for this application"));
+            return Err(page(
+                "the redirect_uri is not registered for this application",
+            ));
         }
         // From here on errors go back to the app. RFC 6749 section 4.1.2.1.
         let back = |error: &str, description: &str| {
@@ -544,7 +551,10 @@ impl AuthServer {
             ))
         };
         if p.response_type.as_deref() != Some("code") {
-            return Err(back("unsupported_response_type", "response_type must be code"));
+            return Err(back(
+                "unsupported_response_type",
+                "response_type must be code",
+            ));
         }
         let Some(state) = p.state.as_deref().filter(|s| !s.is_empty()) else {
             return Err(back("invalid_request", "state is required"));
@@ -557,7 +567,10 @@ impl AuthServer {
                 "aud must be this server's FHIR base URL",
             ));
         }
-        let challenge = match (p.code_challenge.as_deref(), p.code_challenge_method.as_deref()) {
+        let challenge = match (
+            p.code_challenge.as_deref(),
+            p.code_challenge_method.as_deref(),
+        ) {
             (Some(c), Some("S256")) if c.len() == 43 => c,
             _ => {
                 return Err(back(
@@ -571,12 +584,9 @@ impl AuthServer {
             return Err(back("invalid_scope", &e.to_string()));
         }
         let granted = grantable(requested, &client, false);
-        let useful = granted.iter().any(|s| {
-            matches!(
-                scope::parse(s),
-                Ok(Scope::Resource(_)) | Ok(Scope::OpenId)
-            )
-        });
+        let useful = granted
+            .iter()
+            .any(|s| matches!(scope::parse(s), Ok(Scope::Resource(_)) | Ok(Scope::OpenId)));
         if !useful {
             return Err(back(
                 "invalid_scope",
@@ -639,7 +649,9 @@ impl AuthServer {
         totp: &str,
     ) -> Result<std::result::Result<(), String>> {
         let Some(mut pending) = self.pending(pending_id).await? else {
-            return Ok(Err("this sign-in has expired; start again from the app".into()));
+            return Ok(Err(
+                "this sign-in has expired; start again from the app".into()
+            ));
         };
         let wrong = || Ok(Err("the user name, password or code is wrong".to_string()));
         let Some(mut user) = self.user(username).await? else {
@@ -729,9 +741,14 @@ impl AuthServer {
         approve: bool,
         picked_patient: Option<&str>,
     ) -> Result<std::result::Result<String, String>> {
-        let taken = self.store.auth_take(Kind::Pending, &digest(pending_id)).await?;
+        let taken = self
+            .store
+            .auth_take(Kind::Pending, &digest(pending_id))
+            .await?;
         let Some(pending) = taken.and_then(|v| serde_json::from_value::<Pending>(v).ok()) else {
-            return Ok(Err("this sign-in has expired; start again from the app".into()));
+            return Ok(Err(
+                "this sign-in has expired; start again from the app".into()
+            ));
         };
         let signed_in = match pending.username.as_deref() {
             Some(u) => self.user(u).await?.filter(|u| !u.disabled),
@@ -966,7 +983,8 @@ impl AuthServer {
                 .await?;
             body["refresh_token"] = json!(refresh);
         }
-        if scopes.contains(&"openid") && (scopes.contains(&"fhirUser") || scopes.contains(&"profile"))
+        if scopes.contains(&"openid")
+            && (scopes.contains(&"fhirUser") || scopes.contains(&"profile"))
         {
             if let Some(fhir_user) = &grant.fhir_user {
                 let mut id = json!({
@@ -1029,7 +1047,10 @@ impl AuthServer {
                 if ok {
                     Ok(client)
                 } else {
-                    Err(OAuthError::new("invalid_client", "client authentication failed"))
+                    Err(OAuthError::new(
+                        "invalid_client",
+                        "client authentication failed",
+                    ))
                 }
             }
             ClientKind::ConfidentialAsymmetric => Err(OAuthError::new(
@@ -1108,7 +1129,9 @@ impl AuthServer {
             .await?;
         if !fresh {
             tracing::warn!("a replayed client assertion was refused");
-            return Err(refuse("this client assertion was already used (jti replay)"));
+            return Err(refuse(
+                "this client assertion was already used (jti replay)",
+            ));
         }
         Ok(client)
     }
@@ -1125,7 +1148,10 @@ impl AuthServer {
     ) -> OAuthResult<Value> {
         let caller_ok = match bearer {
             Some(t) => self.authenticate(t).await.is_ok(),
-            None => self.authenticate_client(form, basic).await.is_ok_and(|c| c.kind != ClientKind::Public),
+            None => self
+                .authenticate_client(form, basic)
+                .await
+                .is_ok_and(|c| c.kind != ClientKind::Public),
         };
         if !caller_ok {
             return Err(OAuthError::new(
@@ -1177,7 +1203,9 @@ impl AuthServer {
         let token = form.get("token").map(String::as_str).unwrap_or("");
         if let Some(r) = self.store.auth_get(Kind::Refresh, &digest(token)).await? {
             if r["grant"]["client_id"] == client.client_id.as_str() {
-                self.store.auth_delete(Kind::Refresh, &digest(token)).await?;
+                self.store
+                    .auth_delete(Kind::Refresh, &digest(token))
+                    .await?;
             }
             return Ok(());
         }
@@ -1233,7 +1261,10 @@ mod tests {
             verifier,
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         ));
-        assert!(!pkce_matches(verifier, "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cN"));
+        assert!(!pkce_matches(
+            verifier,
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cN"
+        ));
         assert!(!pkce_matches("short", "x"));
     }
 
@@ -1262,7 +1293,11 @@ mod tests {
         );
         let svc = client("system/*.rs");
         assert_eq!(
-            grantable("system/Patient.rs system/Patient.c patient/*.rs", &svc, true),
+            grantable(
+                "system/Patient.rs system/Patient.c patient/*.rs",
+                &svc,
+                true
+            ),
             vec!["system/Patient.rs"]
         );
     }

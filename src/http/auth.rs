@@ -14,14 +14,20 @@ use serde_json::{json, Value};
 
 use super::AppState;
 use crate::auth::policy::Role;
-use crate::auth::server::{basic_credentials, AuthorizeError, AuthorizeParams, ConsentView, OAuthError};
+use crate::auth::server::{
+    basic_credentials, AuthorizeError, AuthorizeParams, ConsentView, OAuthError,
+};
 use crate::auth::Access;
 use crate::fhir::outcome::{operation_outcome, Issue, IssueType};
 
 /// Puts an [`Access`] on every FHIR request: `Open` under `--auth off`, otherwise the
 /// verified bearer token's principal, or a 401 with `WWW-Authenticate` (RFC 6750 section 3).
 /// The CapabilityStatement and the SMART configuration are public.
-pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let path = request.uri().path();
     let fhir = path == "/fhir" || path.starts_with("/fhir/");
     let public = path == "/fhir/metadata" || path == "/fhir/.well-known/smart-configuration";
@@ -34,7 +40,10 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
     }
     let token = bearer(request.headers());
     let Some(token) = token else {
-        return unauthorized(None, "this request needs an access token (Authorization: Bearer)");
+        return unauthorized(
+            None,
+            "this request needs an access token (Authorization: Bearer)",
+        );
     };
     match state.auth.authenticate(&token).await {
         Ok(principal) => {
@@ -59,7 +68,10 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 fn unauthorized(error: Option<&str>, why: &str) -> Response {
     let mut challenge = "Bearer realm=\"hearth\"".to_string();
     if let Some(e) = error {
-        let safe: String = why.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect();
+        let safe: String = why
+            .chars()
+            .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+            .collect();
         challenge.push_str(&format!(", error=\"{e}\", error_description=\"{safe}\""));
     }
     let body = operation_outcome(&[Issue::error(IssueType::Security, why)]);
@@ -106,11 +118,7 @@ pub async fn smart_configuration(State(state): State<AppState>) -> Response {
             "permission-v1", "permission-v2", "sso-openid-connect"
         ],
     });
-    (
-        [(header::CACHE_CONTROL, "no-store")],
-        axum::Json(body),
-    )
-        .into_response()
+    ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
 }
 
 /// `GET /auth/jwks`: the public keys that verify Hearth's tokens.
@@ -120,11 +128,17 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
 
 /// `GET /auth/authorize` (and `POST`, `authorize-post`): checks the request and shows the
 /// login page.
-pub async fn authorize_get(State(state): State<AppState>, Query(p): Query<AuthorizeParams>) -> Response {
+pub async fn authorize_get(
+    State(state): State<AppState>,
+    Query(p): Query<AuthorizeParams>,
+) -> Response {
     authorize(&state, p).await
 }
 
-pub async fn authorize_post(State(state): State<AppState>, Form(p): Form<AuthorizeParams>) -> Response {
+pub async fn authorize_post(
+    State(state): State<AppState>,
+    Form(p): Form<AuthorizeParams>,
+) -> Response {
     authorize(&state, p).await
 }
 
@@ -143,7 +157,10 @@ async fn authorize(state: &AppState, p: AuthorizeParams) -> Response {
 }
 
 /// `POST /auth/login`: the login form. Success shows the consent page.
-pub async fn login(State(state): State<AppState>, Form(form): Form<HashMap<String, String>>) -> Response {
+pub async fn login(
+    State(state): State<AppState>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
     let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
     let request = get("request");
     let result = state
@@ -152,7 +169,12 @@ pub async fn login(State(state): State<AppState>, Form(form): Form<HashMap<Strin
         .await;
     let name = match state.auth.pending(request).await {
         Ok(Some(p)) => p,
-        _ => return page(StatusCode::BAD_REQUEST, &error_page("this sign-in has expired; start again from the app")),
+        _ => {
+            return page(
+                StatusCode::BAD_REQUEST,
+                &error_page("this sign-in has expired; start again from the app"),
+            )
+        }
     };
     match result {
         Ok(Ok(())) => match state.auth.consent_view(&name).await {
@@ -168,7 +190,10 @@ pub async fn login(State(state): State<AppState>, Form(form): Form<HashMap<Strin
 }
 
 /// `POST /auth/consent`: allow or deny; back to the app either way.
-pub async fn consent(State(state): State<AppState>, Form(form): Form<HashMap<String, String>>) -> Response {
+pub async fn consent(
+    State(state): State<AppState>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
     let get = |k: &str| form.get(k).map(String::as_str);
     let request = get("request").unwrap_or("");
     let approve = get("decision") == Some("allow");
@@ -176,7 +201,10 @@ pub async fn consent(State(state): State<AppState>, Form(form): Form<HashMap<Str
         Ok(Ok(url)) => Redirect::to(&url).into_response(),
         Ok(Err(message)) => match state.auth.pending(request).await {
             Ok(Some(p)) => match state.auth.consent_view(&p).await {
-                Ok(Some(view)) => page(StatusCode::BAD_REQUEST, &consent_page(request, &view, Some(&message))),
+                Ok(Some(view)) => page(
+                    StatusCode::BAD_REQUEST,
+                    &consent_page(request, &view, Some(&message)),
+                ),
                 _ => page(StatusCode::BAD_REQUEST, &error_page(&message)),
             },
             _ => page(StatusCode::BAD_REQUEST, &error_page(&message)),
@@ -205,30 +233,49 @@ fn oauth_json(result: Result<Value, OAuthError>) -> Response {
     };
     (
         status,
-        [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")],
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::PRAGMA, "no-cache"),
+        ],
         axum::Json(body),
     )
         .into_response()
 }
 
 /// `POST /auth/token`.
-pub async fn token(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> Response {
+pub async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
     oauth_json(state.auth.token(&form, basic(&headers)).await)
 }
 
 /// `POST /auth/introspect` (RFC 7662).
-pub async fn introspect(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> Response {
+pub async fn introspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
     let bearer = bearer(&headers);
     oauth_json(
         state
             .auth
-            .introspect(&form, basic(&headers).filter(|_| bearer.is_none()), bearer.as_deref())
+            .introspect(
+                &form,
+                basic(&headers).filter(|_| bearer.is_none()),
+                bearer.as_deref(),
+            )
             .await,
     )
 }
 
 /// `POST /auth/revoke` (RFC 7009).
-pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> Response {
+pub async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
     match state.auth.revoke(&form, basic(&headers)).await {
         Ok(()) => (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response(),
         Err(e) => oauth_json(Err(e)),
@@ -237,7 +284,11 @@ pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, Form(form
 
 /// `POST /auth/launch` `{"patient": "123"}`: an EHR (a practitioner, administrator or backend
 /// service token) records a launch context and gets the `launch` value to open an app with.
-pub async fn launch(State(state): State<AppState>, headers: HeaderMap, axum::Json(body): axum::Json<Value>) -> Response {
+pub async fn launch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
     let Some(token) = bearer(&headers) else {
         return unauthorized(None, "creating a launch context needs an access token");
     };
@@ -252,7 +303,10 @@ pub async fn launch(State(state): State<AppState>, headers: HeaderMap, axum::Jso
             description: "patients cannot create launch contexts".into(),
         }));
     }
-    let Some(patient) = body["patient"].as_str().map(|p| p.trim_start_matches("Patient/")) else {
+    let Some(patient) = body["patient"]
+        .as_str()
+        .map(|p| p.trim_start_matches("Patient/"))
+    else {
         return oauth_json(Err(OAuthError {
             status: 400,
             error: "invalid_request",

@@ -18,17 +18,17 @@ use chrono::Utc;
 use serde_json::{json, Value};
 
 use super::format::read_resource;
+use super::guard;
 use super::reply::{status_of, Reply};
 use super::request::FhirRequest;
 use super::rest::{
     after_write, apply_patch, check_id, check_resource, check_type, conditional_search,
     multiple_matches, Patch,
 };
-use super::guard;
 use super::search;
+use super::AppState;
 use crate::auth::scope::Interaction;
 use crate::auth::Access;
-use super::AppState;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fhir::datetime::format_instant;
 use crate::fhir::id::{etag, new_id, parse_version};
@@ -733,19 +733,46 @@ async fn guard_write(state: &AppState, access: &Access, w: &Write) -> Result<()>
             resource_type,
             body,
             ..
-        } => guard::write(state, access, resource_type, None, Interaction::Create, Some(body)).await,
+        } => {
+            guard::write(
+                state,
+                access,
+                resource_type,
+                None,
+                Interaction::Create,
+                Some(body),
+            )
+            .await
+        }
         Write::Update {
             resource_type,
             id,
             body,
             ..
         } => {
-            guard::write(state, access, resource_type, Some(id), Interaction::Update, Some(body))
-                .await
+            guard::write(
+                state,
+                access,
+                resource_type,
+                Some(id),
+                Interaction::Update,
+                Some(body),
+            )
+            .await
         }
         Write::Delete {
             resource_type, id, ..
-        } => guard::write(state, access, resource_type, Some(id), Interaction::Delete, None).await,
+        } => {
+            guard::write(
+                state,
+                access,
+                resource_type,
+                Some(id),
+                Interaction::Delete,
+                None,
+            )
+            .await
+        }
     }
 }
 

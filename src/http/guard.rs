@@ -58,7 +58,12 @@ pub fn search(state: &AppState, access: &Access, search: &mut Search) -> Result<
             &limits.query,
             false,
         )
-        .map_err(|e| Error::forbidden(format!("the scope's query cannot be applied: {}", e.message)))?;
+        .map_err(|e| {
+            Error::forbidden(format!(
+                "the scope's query cannot be applied: {}",
+                e.message
+            ))
+        })?;
         search.filters.extend(restriction.filters);
     }
     Ok(())
@@ -99,13 +104,21 @@ pub fn visible(state: &AppState, access: &Access, v: &Version) -> bool {
     }
     match (&limits.patient, &v.body) {
         (None, _) => true,
-        (Some(patient), Some(body)) => in_compartment(state, &v.resource_type, &v.id, body, patient),
+        (Some(patient), Some(body)) => {
+            in_compartment(state, &v.resource_type, &v.id, body, patient)
+        }
         // A deletion shows nothing but the id.
         (Some(_), None) => compartment::links("Patient", &v.resource_type).is_none(),
     }
 }
 
-fn in_compartment(state: &AppState, resource_type: &str, id: &str, body: &Value, patient: &str) -> bool {
+fn in_compartment(
+    state: &AppState,
+    resource_type: &str,
+    id: &str,
+    body: &Value,
+    patient: &str,
+) -> bool {
     let rows = state.store.indexer().rows(body);
     compartment::visible_to_patient(resource_type, id, &rows, patient)
 }
@@ -123,7 +136,12 @@ pub async fn read(state: &AppState, access: &Access, v: &Version) -> Result<()> 
         params.push(("_id".into(), v.id.clone()));
         let registry = state.store.indexer().registry();
         let check = query::parse(&registry, &state.base_url, &v.resource_type, &params, false)
-            .map_err(|e| Error::forbidden(format!("the scope's query cannot be applied: {}", e.message)))?;
+            .map_err(|e| {
+                Error::forbidden(format!(
+                    "the scope's query cannot be applied: {}",
+                    e.message
+                ))
+            })?;
         if state.store.matches(&check, 1).await?.is_empty() {
             return Err(Error::forbidden(format!(
                 "this {} is outside what the token's scope query allows",
@@ -180,7 +198,8 @@ pub fn history(state: &AppState, access: &Access, scope: &HistoryScope) -> Resul
     let unrestricted = |t: &str| -> Result<bool> {
         let limits = access.decide(t, Interaction::Read)?;
         Ok(limits.query.is_empty()
-            && (limits.patient.is_none() || compartment::links("Patient", t).is_none() && t != "Patient"))
+            && (limits.patient.is_none()
+                || compartment::links("Patient", t).is_none() && t != "Patient"))
     };
     let whole = |t: &str| -> Result<()> {
         if unrestricted(t)? {

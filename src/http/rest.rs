@@ -9,11 +9,11 @@ use serde_json::Value;
 
 use super::format::read_resource;
 use super::guard;
-use crate::auth::scope::Interaction;
-use crate::auth::Access;
 use super::reply::Reply;
 use super::request::FhirRequest;
 use super::AppState;
+use crate::auth::scope::Interaction;
+use crate::auth::Access;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fhir::datetime::parse_http_date;
 use crate::fhir::id::{etag, is_valid_id, parse_etag, parse_version};
@@ -157,8 +157,7 @@ pub(super) async fn after_write(state: &AppState, resource_type: &str) {
     let issuer = state
         .enforce_auth
         .then_some(state.auth.settings.issuer.as_str());
-    let statement =
-        super::capability::statement(&state.base_url, &state.started, &after, issuer);
+    let statement = super::capability::statement(&state.base_url, &state.started, &after, issuer);
     *state.capability.write().unwrap_or_else(|e| e.into_inner()) = statement;
     let store = state.store.clone();
     tokio::spawn(async move {
@@ -213,7 +212,15 @@ async fn delete_at(
     id: &str,
     expected: Option<i64>,
 ) -> Result<Option<Version>> {
-    guard::write(state, access, resource_type, Some(id), Interaction::Delete, None).await?;
+    guard::write(
+        state,
+        access,
+        resource_type,
+        Some(id),
+        Interaction::Delete,
+        None,
+    )
+    .await?;
     let deleted = state.store.delete(resource_type, id, expected).await?;
     after_write(state, resource_type).await;
     Ok(deleted)

@@ -3,7 +3,6 @@
 //! this file turns a request into a [`Search`] and a page into a searchset Bundle.
 //! <https://hl7.org/fhir/R4/search.html>
 
-
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::header;
@@ -76,7 +75,8 @@ async fn system(state: &AppState, req: &FhirRequest, params: &[(String, String)]
     guard::search(state, &req.access, &mut search)?;
     let count_only = search.summary == Summary::Count || search.count == 0;
     let mut page = state.store.search(&search, count_only).await?;
-    page.included.retain(|v| guard::visible(state, &req.access, v));
+    page.included
+        .retain(|v| guard::visible(state, &req.access, v));
     Ok(Reply::ok(bundle(state, req, &search, page, "/")))
 }
 
@@ -223,7 +223,8 @@ pub(super) async fn run(
     guard::search(state, &req.access, &mut search)?;
     let count_only = search.summary == Summary::Count || search.count == 0;
     let mut page = state.store.search(&search, count_only).await?;
-    page.included.retain(|v| guard::visible(state, &req.access, v));
+    page.included
+        .retain(|v| guard::visible(state, &req.access, v));
     Ok(Reply::ok(bundle(state, req, &search, page, path)))
 }
 

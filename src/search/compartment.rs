@@ -78,7 +78,12 @@ pub fn links(compartment: &str, resource_type: &str) -> Option<&'static [String]
 
 /// The filter for "`resource_type` resources in `compartment`/`id`", as compartment
 /// search reads it; `None` if the type is never a member.
-pub fn filter(registry: &Registry, compartment: &str, id: &str, resource_type: &str) -> Option<Filter> {
+pub fn filter(
+    registry: &Registry,
+    compartment: &str,
+    id: &str,
+    resource_type: &str,
+) -> Option<Filter> {
     let links = links(compartment, resource_type)?;
     Some(Filter::AnyOf(
         links
