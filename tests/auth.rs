@@ -90,33 +90,46 @@ async fn admin_token(s: &Server) -> String {
     t["access_token"].as_str().unwrap().to_string()
 }
 
+/// A FHIR request with a bearer token (and a JSON body for writes).
+async fn call(
+    s: &Server,
+    method: reqwest::Method,
+    token: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> reqwest::Response {
+    let mut r = s.client.request(method, s.url(path)).bearer_auth(token);
+    if let Some(body) = body {
+        r = r
+            .header("content-type", "application/fhir+json")
+            .body(body.to_string());
+    }
+    r.send().await.unwrap()
+}
+
 async fn get(s: &Server, token: &str, path: &str) -> reqwest::Response {
-    s.client
-        .get(s.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
+    call(s, reqwest::Method::GET, token, path, None).await
 }
 
 async fn post(s: &Server, token: &str, path: &str, body: &Value) -> reqwest::Response {
-    s.client
-        .post(s.url(path))
-        .bearer_auth(token)
-        .header("content-type", "application/fhir+json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap()
+    call(s, reqwest::Method::POST, token, path, Some(body)).await
 }
 
 async fn put(s: &Server, token: &str, path: &str, body: &Value) -> reqwest::Response {
+    call(s, reqwest::Method::PUT, token, path, Some(body)).await
+}
+
+/// What `/auth/introspect` says of `token`, asked with the bearer token `caller`.
+async fn introspect(s: &Server, caller: &str, token: &str) -> Value {
     s.client
-        .put(s.url(path))
-        .bearer_auth(token)
-        .header("content-type", "application/fhir+json")
-        .body(body.to_string())
+        .post(format!("{}/auth/introspect", s.root))
+        .bearer_auth(caller)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("token", token)]))
         .send()
+        .await
+        .unwrap()
+        .json()
         .await
         .unwrap()
 }
@@ -489,16 +502,7 @@ async fn standalone_patient_launch(s: &Server) {
     expect_outcome(post(s, &access, "/Appointment", &for_other).await, 403).await;
 
     // Introspection tells the context.
-    let intro = s
-        .client
-        .post(format!("{}/auth/introspect", s.root))
-        .bearer_auth(&access)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form(&[("token", &access)]))
-        .send()
-        .await
-        .unwrap();
-    let intro: Value = intro.json().await.unwrap();
+    let intro = introspect(s, &access, &access).await;
     assert_eq!(intro["active"], true);
     assert_eq!(intro["patient"], me.as_str());
     assert_eq!(intro["fhirUser"], format!("{}/Patient/{me}", s.base));
@@ -527,18 +531,7 @@ async fn standalone_patient_launch(s: &Server) {
     assert_eq!(revoke.status(), 200);
     let r = get(s, &access, &format!("/Patient/{me}")).await;
     assert_eq!(r.status(), 401);
-    let intro: Value = s
-        .client
-        .post(format!("{}/auth/introspect", s.root))
-        .bearer_auth(refreshed.access_token().secret())
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form(&[("token", &access)]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let intro = introspect(s, refreshed.access_token().secret(), &access).await;
     assert_eq!(intro, json!({"active": false}));
 }
 
@@ -591,18 +584,7 @@ async fn practitioner_login_totp_lockout_and_ehr_launch(s: &Server) {
         .await
         .unwrap();
     let access = token.access_token().secret().clone();
-    let intro: Value = s
-        .client
-        .post(format!("{}/auth/introspect", s.root))
-        .bearer_auth(&access)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form(&[("token", &access)]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let intro = introspect(s, &access, &access).await;
     assert_eq!(intro["patient"], p.as_str(), "the EHR launch's patient");
     // The same TOTP code is not accepted twice.
     let b = browser();

@@ -1,12 +1,16 @@
 //! SMART on FHIR authorization: scopes (`scope`), the policy that turns a principal's scopes
 //! and role into allow / deny / narrow (`policy`), and Hearth's own authorization server
-//! (`server`, with its `keys` and `accounts`). <https://hl7.org/fhir/smart-app-launch/>
+//! (`server`, with its `keys` and `accounts`; the flows in `login`, `token` and `assertion`).
+//! <https://hl7.org/fhir/smart-app-launch/>
 
 pub mod accounts;
+mod assertion;
 pub mod keys;
+pub mod login;
 pub mod policy;
 pub mod scope;
 pub mod server;
+pub mod token;
 
 use std::sync::Arc;
 

@@ -13,10 +13,9 @@ use axum::Form;
 use serde_json::{json, Value};
 
 use super::AppState;
+use crate::auth::login::{AuthorizeError, AuthorizeParams, ConsentView};
 use crate::auth::policy::Role;
-use crate::auth::server::{
-    basic_credentials, AuthorizeError, AuthorizeParams, ConsentView, OAuthError,
-};
+use crate::auth::token::{basic_credentials, OAuthError};
 use crate::auth::Access;
 use crate::fhir::outcome::{operation_outcome, Issue, IssueType};
 
