@@ -911,7 +911,7 @@ async fn load(args: LoadArgs) -> Result<(), String> {
                         }
                         let rtype = r["resourceType"].as_str().unwrap().to_string();
                         let id = r["id"].as_str().unwrap().to_string();
-                        match store.update(&rtype, &id, r, None).await {
+                        match store.update(&rtype, &id, r, None, None).await {
                             Ok(_) => {
                                 written.fetch_add(1, Ordering::Relaxed);
                             }

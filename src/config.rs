@@ -79,6 +79,29 @@ pub struct Config {
     #[arg(long, env = "HEARTH_LOCKOUT_MINUTES", default_value_t = 15)]
     pub lockout_minutes: i64,
 
+    /// Record an AuditEvent for every access (`on`, the default). `off` is for benchmarks
+    /// only: nothing is audited, and the server says so loudly at start-up.
+    #[arg(long, env = "HEARTH_AUDIT", value_enum, default_value_t = AuthMode::On)]
+    pub audit: AuthMode,
+
+    /// Audit events waiting to be stored before requests are made to wait (backpressure).
+    #[arg(long, env = "HEARTH_AUDIT_BUFFER", default_value_t = 10_000)]
+    pub audit_buffer: usize,
+
+    /// How long AuditEvents are kept, in days (default 7 years); `hearth audit purge`, or the
+    /// daily purge with `--audit-purge-daily`, removes older ones.
+    #[arg(long, env = "HEARTH_AUDIT_RETENTION_DAYS", default_value_t = 2557)]
+    pub audit_retention_days: i64,
+
+    /// Purge AuditEvents older than the retention period once a day while serving.
+    #[arg(long, env = "HEARTH_AUDIT_PURGE_DAILY")]
+    pub audit_purge_daily: bool,
+
+    /// Also append every stored AuditEvent as a line of NDJSON to this file (`-`: standard
+    /// output), for a SIEM.
+    #[arg(long, env = "HEARTH_AUDIT_EXPORT")]
+    pub audit_export: Option<String>,
+
     /// How unknown search parameters are handled when the client does not say
     /// (`Prefer: handling=`): `strict` refuses them with 400, `lenient` ignores them and
     /// reports them in the result Bundle. Conditional interactions are always strict.
@@ -127,6 +150,11 @@ impl Config {
             signing_key_days: 30,
             max_failed_logins: 5,
             lockout_minutes: 15,
+            audit: AuthMode::On,
+            audit_buffer: 10_000,
+            audit_retention_days: 2557,
+            audit_purge_daily: false,
+            audit_export: None,
             search_handling: Handling::Strict,
             max_bundle_entries: 5000,
         }
@@ -144,6 +172,15 @@ impl Config {
             key_rotation_seconds: self.signing_key_days * 86_400,
             max_failed_logins: self.max_failed_logins,
             lockout_seconds: self.lockout_minutes * 60,
+        }
+    }
+
+    /// How the audit trail is kept.
+    pub fn audit_settings(&self) -> crate::audit::AuditSettings {
+        crate::audit::AuditSettings {
+            enabled: self.audit == AuthMode::On,
+            buffer: self.audit_buffer,
+            export: self.audit_export.clone(),
         }
     }
 

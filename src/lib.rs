@@ -3,6 +3,7 @@
 //! [`Hearth::start`] builds the whole application from a [`Config`]; the binary, the tests
 //! and the examples all embed the same server this way.
 
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod error;
@@ -29,6 +30,7 @@ pub struct Hearth {
     /// The authorization server's periodic upkeep, stopped with the server.
     upkeep: tokio::task::JoinHandle<()>,
     auth: std::sync::Arc<auth::server::AuthServer>,
+    audit: std::sync::Arc<audit::AuditLog>,
 }
 
 impl Hearth {
@@ -67,15 +69,28 @@ impl Hearth {
         let auth = std::sync::Arc::new(
             auth::server::AuthServer::start(store.clone(), config.auth_settings(&base_url)).await?,
         );
+        let audit =
+            audit::AuditLog::start(store.clone(), base_url.clone(), &config.audit_settings())?;
         let upkeep = {
             let auth = auth.clone();
+            let audit = audit.clone();
+            let retention = config
+                .audit_purge_daily
+                .then_some(config.audit_retention_days);
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
                 tick.tick().await;
+                let mut minutes = 0u64;
                 loop {
                     tick.tick().await;
                     if let Err(e) = auth.maintain().await {
                         tracing::warn!(error = e.message(), "authorization upkeep failed");
+                    }
+                    minutes += 1;
+                    if let Some(days) = retention.filter(|_| minutes % (24 * 60) == 1) {
+                        if let Err(e) = audit.purge(days).await {
+                            tracing::warn!(error = e.message(), "the daily audit purge failed");
+                        }
                     }
                 }
             })
@@ -97,6 +112,7 @@ impl Hearth {
             lenient_by_default: config.search_handling == config::Handling::Lenient,
             max_bundle_entries: config.max_bundle_entries,
             auth: auth.clone(),
+            audit: audit.clone(),
             enforce_auth: config.auth == config::AuthMode::On,
         });
         // Build the element model now (the first write would), then give back what start-up
@@ -114,6 +130,7 @@ impl Hearth {
             base_url,
             upkeep,
             auth,
+            audit,
         })
     }
 
@@ -121,6 +138,11 @@ impl Hearth {
     /// and `token` commands manage them.
     pub fn auth(&self) -> std::sync::Arc<auth::server::AuthServer> {
         self.auth.clone()
+    }
+
+    /// The audit trail, as `hearth audit` works on it.
+    pub fn audit(&self) -> std::sync::Arc<audit::AuditLog> {
+        self.audit.clone()
     }
 
     /// The address the server listens on.
@@ -143,6 +165,7 @@ impl Hearth {
             .with_graceful_shutdown(shutdown)
             .await?;
         self.upkeep.abort();
+        self.audit.shutdown().await;
         self.store.close().await;
         Ok(())
     }

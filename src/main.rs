@@ -56,6 +56,21 @@ enum Command {
     },
     /// Replace the token signing key now (tokens already issued stay valid).
     RotateKey(Config),
+    /// Check or trim the audit trail.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+        #[command(flatten)]
+        config: Config,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Check the hash chain of every stored AuditEvent; fails at the first break.
+    Verify,
+    /// Remove the AuditEvents older than --audit-retention-days, and record the purge.
+    Purge,
 }
 
 #[derive(Subcommand)]
@@ -182,6 +197,10 @@ async fn main() -> std::process::ExitCode {
                 Err(e) => Err(e),
             }
         }
+        Command::Audit { action, config } => {
+            init_logs(config.log_format);
+            audit(config, action).await
+        }
         Command::RotateKey(config) => {
             init_logs(config.log_format);
             match auth_server(&config).await {
@@ -216,6 +235,9 @@ async fn serve(config: Config) -> hearth::Result<()> {
             "AUTHORIZATION IS OFF (--auth off): every request may read and change every record"
         );
     }
+    if config.audit == AuthMode::Off {
+        tracing::warn!("AUDITING IS OFF (--audit off): accesses to records are not recorded");
+    }
     let server = Hearth::start(&config).await?;
     tracing::info!(
         base = %server.base_url,
@@ -230,15 +252,21 @@ async fn serve(config: Config) -> hearth::Result<()> {
 }
 
 /// Applies migrations; rebuilds the search index when asked or when the index tables are new.
-async fn migrate(config: Config, reindex: bool) -> hearth::Result<()> {
+/// The configured database, migrated, for the commands that work on it directly.
+async fn open_store(config: &Config) -> hearth::Result<(hearth::store::Store, Vec<&'static str>)> {
     config.prepare_data_dir()?;
-    use hearth::store::ResourceStore;
     let indexer = std::sync::Arc::new(hearth::store::Indexer::new(
         hearth::search::registry::Registry::r4().clone(),
         config.base_url(config.listen),
     ));
     let store = hearth::store::Store::connect(&config.database_url(), 1, indexer).await?;
     let applied = store.migrate().await?;
+    Ok((store, applied))
+}
+
+async fn migrate(config: Config, reindex: bool) -> hearth::Result<()> {
+    use hearth::store::ResourceStore;
+    let (store, applied) = open_store(&config).await?;
     tracing::info!(?applied, "migrations up to date");
     if reindex || applied.iter().any(|m| m.starts_with("search_")) {
         for refused in store.load_search_parameters().await? {
@@ -253,15 +281,54 @@ async fn migrate(config: Config, reindex: bool) -> hearth::Result<()> {
 
 /// The authorization server on the configured database, for the account commands.
 async fn auth_server(config: &Config) -> hearth::Result<AuthServer> {
-    config.prepare_data_dir()?;
-    let base_url = config.base_url(config.listen);
-    let indexer = std::sync::Arc::new(hearth::store::Indexer::new(
-        hearth::search::registry::Registry::r4().clone(),
-        base_url.clone(),
-    ));
-    let store = hearth::store::Store::connect(&config.database_url(), 1, indexer).await?;
-    store.migrate().await?;
-    AuthServer::start(store, config.auth_settings(&base_url)).await
+    let (store, _) = open_store(config).await?;
+    AuthServer::start(store, config.auth_settings(&config.base_url(config.listen))).await
+}
+
+/// `hearth audit verify|purge`.
+async fn audit(config: Config, action: AuditAction) -> hearth::Result<()> {
+    let (store, _) = open_store(&config).await?;
+    match action {
+        AuditAction::Verify => {
+            let report = hearth::audit::chain::verify(&store).await?;
+            store.close().await;
+            if let Some((seq, why)) = &report.broken {
+                return Err(hearth::Error::bad_request(format!(
+                    "the audit chain is broken at event #{seq}: {why} ({} events checked)",
+                    report.links
+                )));
+            }
+            if report.outside > 0 {
+                return Err(hearth::Error::bad_request(format!(
+                    "{} AuditEvents are outside the audit chain (written behind Hearth's back)",
+                    report.outside
+                )));
+            }
+            match (report.first_seq, &report.anchor) {
+                (Some(first), Some(anchor)) => println!(
+                    "audit chain intact: {} events, #{first} onwards (after a purge; it starts from {anchor})",
+                    report.links
+                ),
+                _ => println!("audit chain intact: {} events", report.links),
+            }
+            Ok(())
+        }
+        AuditAction::Purge => {
+            let log = hearth::audit::AuditLog::start(
+                store.clone(),
+                config.base_url(config.listen),
+                &config.audit_settings(),
+            )?;
+            let removed = log.purge(config.audit_retention_days).await?;
+            log.shutdown().await;
+            store.close().await;
+            println!(
+                "removed {removed} AuditEvents older than {} days",
+                config.audit_retention_days
+            );
+            Ok(())
+        }
+    }
 }
 
 fn new_password() -> hearth::Result<String> {

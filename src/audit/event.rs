@@ -75,6 +75,8 @@ pub struct Event {
     pub patients: Vec<String>,
     /// The request's `X-Request-Id`, to correlate with the server's logs.
     pub request_id: Option<String>,
+    /// Words for `outcomeDesc` (failures say their HTTP status without them).
+    pub description: Option<String>,
 }
 
 impl Event {
@@ -88,6 +90,7 @@ impl Event {
             query: None,
             patients: Vec::new(),
             request_id: None,
+            description: None,
         }
     }
 
@@ -102,9 +105,7 @@ impl Event {
 
     /// The AuditEvent resource (without an id: the store gives it one).
     pub fn to_resource(&self, server: &str, recorded: DateTime<Utc>) -> Value {
-        let coding = |system: &str, code: &str, display: &str| {
-            json!({"system": system, "code": code, "display": display})
-        };
+        let coding = |system: &str, code: &str, display: &str| json!({"system": system, "code": code, "display": display});
         const DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";
         const ENTITY_TYPE: &str = "http://terminology.hl7.org/CodeSystem/audit-entity-type";
         const ROLE: &str = "http://terminology.hl7.org/CodeSystem/object-role";
@@ -133,7 +134,8 @@ impl Event {
             "requestor": agents.is_empty(),
         });
         if let Some(c) = &self.agent.client_id {
-            client["who"] = json!({"identifier": {"system": format!("{server}/auth/clients"), "value": c}});
+            client["who"] =
+                json!({"identifier": {"system": format!("{server}/auth/clients"), "value": c}});
         }
         if let Some(a) = &self.agent.address {
             client["network"] = json!({"address": a, "type": "2"});
@@ -205,8 +207,12 @@ impl Event {
                 )],
             },
         });
-        if self.status >= 400 {
-            event["outcomeDesc"] = json!(format!("HTTP {}", self.status));
+        match &self.description {
+            Some(d) => event["outcomeDesc"] = json!(d),
+            None if self.status >= 400 => {
+                event["outcomeDesc"] = json!(format!("HTTP {}", self.status))
+            }
+            None => {}
         }
         if !entities.is_empty() {
             event["entity"] = json!(entities);
@@ -248,7 +254,9 @@ mod tests {
         assert_eq!(entities[0]["what"]["reference"], "Patient/p1");
         assert_eq!(entities[1]["what"]["reference"], "Patient/p2");
         assert_eq!(
-            STANDARD.decode(entities[3]["query"].as_str().unwrap()).unwrap(),
+            STANDARD
+                .decode(entities[3]["query"].as_str().unwrap())
+                .unwrap(),
             b"Observation?code=1234-5"
         );
         let agents = v["agent"].as_array().unwrap();

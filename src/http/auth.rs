@@ -46,10 +46,12 @@ pub async fn authenticate(
     };
     match state.auth.authenticate(&token).await {
         Ok(principal) => {
-            request
-                .extensions_mut()
-                .insert(Access::Token(Arc::new(principal)));
-            next.run(request).await
+            let access = Access::Token(Arc::new(principal));
+            request.extensions_mut().insert(access.clone());
+            let mut response = next.run(request).await;
+            // The audit layer, outside this one, names who asked.
+            response.extensions_mut().insert(access);
+            response
         }
         Err(why) => unauthorized(Some("invalid_token"), &why),
     }

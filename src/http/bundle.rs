@@ -17,6 +17,7 @@ use base64::Engine;
 use chrono::Utc;
 use serde_json::{json, Value};
 
+use super::audit;
 use super::format::read_resource;
 use super::guard;
 use super::reply::{status_of, Reply};
@@ -546,7 +547,11 @@ async fn transaction(state: &AppState, req: &FhirRequest, raw: &[Value]) -> Resu
             _ => {}
         }
     }
-    let written = state.store.transaction(writes.clone()).await?;
+    let trail = audit::trail(state, req, "");
+    let written = state
+        .store
+        .transaction(writes.clone(), Some(&trail))
+        .await?;
     let mut results: HashMap<usize, Vec<Written>> = HashMap::new();
     for ((n, _), w) in writes.iter().zip(written) {
         results.entry(*n).or_default().push(w);
@@ -613,7 +618,11 @@ async fn batch(state: &AppState, req: &FhirRequest, raw: &[Value]) -> Result<Rep
                     ws.into_iter().map(|w| (n, w)).collect()
                 }
             };
-            let written = state.store.transaction(writes.clone()).await?;
+            let trail = audit::trail(state, req, "");
+            let written = state
+                .store
+                .transaction(writes.clone(), Some(&trail))
+                .await?;
             if let Some((_, w)) = writes.first() {
                 after_write(state, w.resource_type()).await;
             }
@@ -622,7 +631,30 @@ async fn batch(state: &AppState, req: &FhirRequest, raw: &[Value]) -> Result<Rep
         .await;
         response_entries.push(match result {
             Ok(entry) => entry,
-            Err(e) => error_entry(&at_entry(n, e)),
+            Err(err) => {
+                let err = at_entry(n, err);
+                // A refused or failed write is audited here; reads audit themselves.
+                let code = match raw[n]["request"]["method"].as_str() {
+                    Some("POST") => Some("create"),
+                    Some("PUT") => Some("update"),
+                    Some("PATCH") => Some("patch"),
+                    Some("DELETE") => Some("delete"),
+                    _ => None,
+                };
+                if let Some(code) = code {
+                    let target = raw[n]["request"]["url"].as_str().unwrap_or_default();
+                    audit::record_entry(
+                        state,
+                        req,
+                        code,
+                        status_of(err.kind).as_u16(),
+                        None,
+                        target,
+                    )
+                    .await;
+                }
+                error_entry(&err)
+            }
         });
     }
     let methods: Vec<Method> = raw
@@ -728,6 +760,9 @@ fn error_entry(e: &Error) -> Value {
 
 /// The token must permit each write of a Bundle, as if it came on its own.
 async fn guard_write(state: &AppState, access: &Access, w: &Write) -> Result<()> {
+    if !matches!(w, Write::Create { .. }) {
+        super::rest::append_only(w.resource_type())?;
+    }
     match w {
         Write::Create {
             resource_type,
@@ -819,6 +854,16 @@ async fn read_entry(state: &AppState, req: &FhirRequest, entry: &Entry) -> Value
         }
     }
     .await;
+    let (code, target) = match &entry.target {
+        Target::Instance(t, id) => ("read", format!("{t}/{id}")),
+        Target::Version(t, id, v) => ("vread", format!("{t}/{id}/_history/{v}")),
+        Target::Type(t, q) => ("search-type", format!("{t}?{}", q.as_deref().unwrap_or(""))),
+    };
+    let status = result
+        .as_ref()
+        .map_or_else(|e| status_of(e.kind).as_u16(), |_| 200);
+    let disclosed = result.as_ref().ok().and_then(|e| e.get("resource"));
+    audit::record_entry(state, req, code, status, disclosed, &target).await;
     let mut entry_json = result.unwrap_or_else(|e| error_entry(&e));
     if entry.method == Method::Head {
         if let Value::Object(map) = &mut entry_json {

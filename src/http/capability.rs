@@ -70,6 +70,17 @@ pub fn statement(
                 "conditionalUpdate": true,
                 "conditionalDelete": "multiple",
             });
+            if *t == "AuditEvent" {
+                // The audit trail is append-only.
+                resource["interaction"] = json!(TYPE_INTERACTIONS
+                    .iter()
+                    .filter(|i| !matches!(**i, "patch" | "update" | "delete"))
+                    .map(|i| json!({"code": i}))
+                    .collect::<Vec<_>>());
+                resource["updateCreate"] = json!(false);
+                resource["conditionalUpdate"] = json!(false);
+                resource["conditionalDelete"] = json!("not-supported");
+            }
             if !includes.is_empty() {
                 resource["searchInclude"] = json!(includes);
             }

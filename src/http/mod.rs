@@ -1,6 +1,7 @@
 //! The HTTP room: axum routes, extraction, content negotiation, rendering, and errors as
 //! OperationOutcome. No SQL and no business rules live here.
 
+pub mod audit;
 pub mod auth;
 pub mod bundle;
 pub mod capability;
@@ -49,6 +50,7 @@ pub struct Shared {
     pub lenient_by_default: bool,
     pub max_bundle_entries: usize,
     pub auth: std::sync::Arc<crate::auth::server::AuthServer>,
+    pub audit: std::sync::Arc<crate::audit::AuditLog>,
     /// False only under `--auth off`.
     pub enforce_auth: bool,
 }
@@ -121,6 +123,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::authenticate,
         ))
+        .layer(middleware::from_fn_with_state(state.clone(), audit::record))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -141,7 +144,7 @@ async fn method_not_allowed(req: FhirRequest) -> Response {
 
 /// Gives each request an id, a tracing span and a metrics sample. Logs carry the route
 /// template and status only: never a concrete path or query, which can hold PHI.
-async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = request
         .extensions()
@@ -159,6 +162,9 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let span =
         tracing::info_span!("request", id = %request_id, method = %request.method(), interaction);
+    request
+        .extensions_mut()
+        .insert(audit::RequestId(request_id.clone()));
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
     let elapsed = started.elapsed();

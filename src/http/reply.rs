@@ -6,6 +6,7 @@ use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+use super::audit::AuditNote;
 use super::format::{Format, Negotiated, FHIR_JSON};
 use super::request::{FhirRequest, Return};
 use crate::error::{Error, ErrorKind, Result};
@@ -21,6 +22,8 @@ pub struct Reply {
     pub status: StatusCode,
     pub headers: Vec<(HeaderName, String)>,
     pub body: Option<Value>,
+    /// How the answer is audited; by default, by what its body discloses.
+    pub audit: Option<AuditNote>,
 }
 
 impl Reply {
@@ -29,6 +32,7 @@ impl Reply {
             status: StatusCode::OK,
             headers: Vec::new(),
             body: Some(body),
+            audit: None,
         }
     }
 
@@ -37,11 +41,19 @@ impl Reply {
             status,
             headers: Vec::new(),
             body: None,
+            audit: None,
         }
     }
 
     pub fn header(mut self, name: HeaderName, value: impl Into<String>) -> Reply {
         self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Says that the interaction's AuditEvent is written already (a write's, in its
+    /// transaction).
+    pub fn recorded(mut self) -> Reply {
+        self.audit = Some(AuditNote::Recorded);
         self
     }
 
@@ -67,6 +79,7 @@ impl Reply {
             status,
             headers: Vec::new(),
             body,
+            audit: None,
         }
         .versioned(v);
         if status == StatusCode::CREATED {
@@ -165,17 +178,31 @@ impl FhirRequest {
         };
         match result {
             Err(e) => error_response(&e, format, self.pretty),
-            Ok(reply) => match reply.body {
-                None => response(reply.status, reply.headers, None),
-                Some(body) => match serialise(body, format, self.pretty) {
-                    Ok(bytes) => response(
-                        reply.status,
-                        reply.headers,
-                        Some((bytes, format.content_type)),
-                    ),
-                    Err(e) => error_response(&e, format, self.pretty),
-                },
-            },
+            Ok(reply) => {
+                let note = match (reply.audit, &reply.body) {
+                    (Some(note), _) => Some(note),
+                    (None, Some(body)) if reply.status.is_success() => self
+                        .disclosure
+                        .as_ref()
+                        .map(|indexer| super::audit::disclosed(body, indexer)),
+                    (None, _) => None,
+                };
+                let mut answer = match reply.body {
+                    None => response(reply.status, reply.headers, None),
+                    Some(body) => match serialise(body, format, self.pretty) {
+                        Ok(bytes) => response(
+                            reply.status,
+                            reply.headers,
+                            Some((bytes, format.content_type)),
+                        ),
+                        Err(e) => return error_response(&e, format, self.pretty),
+                    },
+                };
+                if let Some(note) = note {
+                    answer.extensions_mut().insert(note);
+                }
+                answer
+            }
         }
     }
 }

@@ -6,6 +6,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 
 use super::format::{self, Negotiated};
+use super::AppState;
 use crate::auth::Access;
 use crate::error::{Error, Result};
 
@@ -31,6 +32,12 @@ pub struct FhirRequest {
     pub handling: Option<bool>,
     /// Who is asking, as the authentication layer found (`Anonymous` if it did not run).
     pub access: Access,
+    /// Where the request came from, and its id: for the audit trail.
+    pub peer: Option<std::net::SocketAddr>,
+    pub request_id: Option<String>,
+    /// To tell what an answer disclosed (see `audit::disclosed`); `None` when auditing is
+    /// off.
+    pub disclosure: Option<std::sync::Arc<crate::store::Indexer>>,
 }
 
 impl FhirRequest {
@@ -64,10 +71,13 @@ impl FhirRequest {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for FhirRequest {
+impl FromRequestParts<AppState> for FhirRequest {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let mut params = Vec::new();
         let mut format_param = None;
         let mut pretty = false;
@@ -110,6 +120,15 @@ impl<S: Send + Sync> FromRequestParts<S> for FhirRequest {
                 .get::<Access>()
                 .cloned()
                 .unwrap_or(Access::Anonymous),
+            peer: parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0),
+            request_id: parts
+                .extensions
+                .get::<super::audit::RequestId>()
+                .map(|r| r.0.clone()),
+            disclosure: state.audit.enabled().then(|| state.store.indexer().clone()),
         })
     }
 }

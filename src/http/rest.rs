@@ -7,13 +7,13 @@ use axum::http::{header, HeaderName, StatusCode};
 use axum::response::Response;
 use serde_json::Value;
 
+use super::audit;
 use super::format::read_resource;
 use super::guard;
 use super::reply::Reply;
 use super::request::FhirRequest;
 use super::AppState;
 use crate::auth::scope::Interaction;
-use crate::auth::Access;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fhir::datetime::parse_http_date;
 use crate::fhir::id::{etag, is_valid_id, parse_etag, parse_version};
@@ -90,16 +90,23 @@ pub async fn create(
         )
         .await?;
         let v = match req.header(HeaderName::from_static("if-none-exist")) {
-            None => state.store.create(&resource_type, resource).await?,
+            None => {
+                let trail = audit::trail(&state, &req, "create");
+                state
+                    .store
+                    .create(&resource_type, resource, Some(&trail))
+                    .await?
+            }
             // Conditional create: <https://hl7.org/fhir/R4/http.html#ccreate>
             Some(criteria) => {
                 let criteria = criteria.trim_start_matches('?');
                 let criteria = criteria.split_once('?').map_or(criteria, |(_, q)| q);
                 let mut search = conditional_search(&state, &resource_type, criteria)?;
                 guard::search(&state, &req.access, &mut search)?;
+                let trail = audit::trail(&state, &req, "create");
                 match state
                     .store
-                    .create_if_none_exist(&resource_type, resource, &search)
+                    .create_if_none_exist(&resource_type, resource, &search, Some(&trail))
                     .await?
                 {
                     Ok(v) => v,
@@ -118,12 +125,7 @@ pub async fn create(
             }
         };
         after_write(&state, &resource_type).await;
-        Ok(Reply::written(
-            StatusCode::CREATED,
-            &v,
-            &state.base_url,
-            req.prefer_return,
-        ))
+        Ok(Reply::written(StatusCode::CREATED, &v, &state.base_url, req.prefer_return).recorded())
     }
     .await;
     req.respond(result)
@@ -172,11 +174,12 @@ pub(super) async fn after_write(state: &AppState, resource_type: &str) {
 async fn update_at(
     state: &AppState,
     req: &FhirRequest,
-    resource_type: &str,
-    id: &str,
+    (resource_type, id): (&str, &str),
     resource: Value,
     expected: Option<i64>,
+    code: &str,
 ) -> Result<Reply> {
+    append_only(resource_type)?;
     guard::write(
         state,
         &req.access,
@@ -186,9 +189,10 @@ async fn update_at(
         Some(&resource),
     )
     .await?;
+    let trail = audit::trail(state, req, code);
     let updated = state
         .store
-        .update(resource_type, id, resource, expected)
+        .update(resource_type, id, resource, expected, Some(&trail))
         .await?;
     after_write(state, resource_type).await;
     let status = if updated.created {
@@ -196,34 +200,47 @@ async fn update_at(
     } else {
         StatusCode::OK
     };
-    Ok(Reply::written(
-        status,
-        &updated.version,
-        &state.base_url,
-        req.prefer_return,
-    ))
+    Ok(Reply::written(status, &updated.version, &state.base_url, req.prefer_return).recorded())
 }
 
 /// Deletes one resource (nothing if it is not there).
 async fn delete_at(
     state: &AppState,
-    access: &Access,
+    req: &FhirRequest,
     resource_type: &str,
     id: &str,
     expected: Option<i64>,
 ) -> Result<Option<Version>> {
+    append_only(resource_type)?;
     guard::write(
         state,
-        access,
+        &req.access,
         resource_type,
         Some(id),
         Interaction::Delete,
         None,
     )
     .await?;
-    let deleted = state.store.delete(resource_type, id, expected).await?;
+    let trail = audit::trail(state, req, "delete");
+    let deleted = state
+        .store
+        .delete(resource_type, id, expected, Some(&trail))
+        .await?;
     after_write(state, resource_type).await;
     Ok(deleted)
+}
+
+/// AuditEvents are append-only: no update, patch or delete through the API (405).
+/// <https://hl7.org/fhir/R4/auditevent.html#6.4.4.2>
+pub(super) fn append_only(resource_type: &str) -> Result<()> {
+    if resource_type == "AuditEvent" {
+        return Err(Error::new(
+            ErrorKind::MethodNotAllowed,
+            IssueType::NotSupported,
+            "AuditEvents cannot be changed or deleted: the audit trail is append-only",
+        ));
+    }
+    Ok(())
 }
 
 /// Parses the criteria of a conditional interaction. Always strict: a criterion silently
@@ -292,14 +309,19 @@ pub async fn conditional_update(
         let found = state.store.matches(&search, 2).await?;
         let id = match (found.as_slice(), body_id) {
             ([], None) => {
-                let v = state.store.create(&resource_type, resource).await?;
+                let trail = audit::trail(&state, &req, "create");
+                let v = state
+                    .store
+                    .create(&resource_type, resource, Some(&trail))
+                    .await?;
                 after_write(&state, &resource_type).await;
                 return Ok(Reply::written(
                     StatusCode::CREATED,
                     &v,
                     &state.base_url,
                     req.prefer_return,
-                ));
+                )
+                .recorded());
             }
             ([], Some(id)) => {
                 check_id(&id)?;
@@ -317,7 +339,15 @@ pub async fn conditional_update(
         };
         let mut resource = resource;
         resource["id"] = Value::String(id.clone());
-        update_at(&state, &req, &resource_type, &id, resource, expected).await
+        update_at(
+            &state,
+            &req,
+            (&resource_type, &id),
+            resource,
+            expected,
+            "update",
+        )
+        .await
     }
     .await;
     req.respond(result)
@@ -351,9 +381,15 @@ pub async fn conditional_delete(
             ));
         }
         for v in &found {
-            delete_at(&state, &req.access, &resource_type, &v.id, None).await?;
+            delete_at(&state, &req, &resource_type, &v.id, None).await?;
         }
-        Ok(Reply::empty(StatusCode::NO_CONTENT))
+        let reply = Reply::empty(StatusCode::NO_CONTENT);
+        // Each deletion was audited with it; deleting nothing is audited as asked.
+        Ok(if found.is_empty() {
+            reply
+        } else {
+            reply.recorded()
+        })
     }
     .await;
     req.respond(result)
@@ -467,7 +503,15 @@ pub async fn update(
                 ))
             }
         }
-        update_at(&state, &req, &resource_type, &id, resource, expected).await
+        update_at(
+            &state,
+            &req,
+            (&resource_type, &id),
+            resource,
+            expected,
+            "update",
+        )
+        .await
     }
     .await;
     req.respond(result)
@@ -483,10 +527,10 @@ pub async fn delete(
         check_type(&resource_type)?;
         check_id(&id)?;
         let expected = req.if_match()?;
-        let deleted = delete_at(&state, &req.access, &resource_type, &id, expected).await?;
+        let deleted = delete_at(&state, &req, &resource_type, &id, expected).await?;
         let reply = Reply::empty(StatusCode::NO_CONTENT);
         Ok(match deleted {
-            Some(v) => reply.header(header::ETAG, etag(v.version)),
+            Some(v) => reply.header(header::ETAG, etag(v.version)).recorded(),
             None => reply,
         })
     }
@@ -522,7 +566,15 @@ pub async fn patch(
         let (patched, version) = apply_patch(&state, &resource_type, &id, &document).await?;
         // The version patched must still be current: a concurrent update gives 412.
         let version = Some(expected.unwrap_or(version));
-        update_at(&state, &req, &resource_type, &id, patched, version).await
+        update_at(
+            &state,
+            &req,
+            (&resource_type, &id),
+            patched,
+            version,
+            "patch",
+        )
+        .await
     }
     .await;
     req.respond(result)

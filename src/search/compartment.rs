@@ -171,6 +171,38 @@ pub fn visible_to_patient(resource_type: &str, id: &str, rows: &[IndexRow], pati
     })
 }
 
+/// The patients whose data `resource` is: a Patient itself, or the patients that the
+/// references placing it in the Patient compartment point to. For the audit trail.
+pub fn patients_of(registry: &Registry, resource: &Value, base_url: &str) -> Vec<String> {
+    let Some(resource_type) = resource.get("resourceType").and_then(Value::as_str) else {
+        return Vec::new();
+    };
+    if resource_type == "Patient" {
+        return resource
+            .get("id")
+            .and_then(Value::as_str)
+            .map(|id| vec![id.to_string()])
+            .unwrap_or_default();
+    }
+    let Some(links) = links("Patient", resource_type) else {
+        return Vec::new();
+    };
+    let mut patients = Vec::new();
+    for row in crate::search::index::extract_only(registry, resource, base_url, links) {
+        if let IndexValue::Reference {
+            target_type: Some(t),
+            target_id: Some(id),
+            ..
+        } = row.value
+        {
+            if t == "Patient" && !patients.contains(&id) {
+                patients.push(id);
+            }
+        }
+    }
+    patients
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,5 +222,23 @@ mod tests {
         // Practitioners hold no patient's data.
         assert!(visible_to_patient("Practitioner", "d1", &[], "p1"));
         assert!(links("Patient", "Slot").is_none());
+    }
+
+    #[test]
+    fn the_patients_of_a_resource_are_found_through_its_compartment_links() {
+        let registry = Registry::r4();
+        let appt = serde_json::json!({"resourceType": "Appointment", "id": "a1", "status": "booked",
+            "participant": [
+                {"actor": {"reference": "Patient/p1"}, "status": "accepted"},
+                {"actor": {"reference": "Practitioner/d1"}, "status": "accepted"},
+                {"actor": {"reference": "http://h/fhir/Patient/p2"}, "status": "accepted"}]});
+        assert_eq!(
+            patients_of(registry, &appt, "http://h/fhir"),
+            vec!["p1", "p2"]
+        );
+        let me = serde_json::json!({"resourceType": "Patient", "id": "p9"});
+        assert_eq!(patients_of(registry, &me, "http://h/fhir"), vec!["p9"]);
+        let slot = serde_json::json!({"resourceType": "Slot", "id": "s"});
+        assert!(patients_of(registry, &slot, "http://h/fhir").is_empty());
     }
 }

@@ -103,11 +103,33 @@ fn identifier_types(code: &str, identifier: &Value, rows: &mut Vec<IndexRow>) {
 
 /// Every index row of `resource`. `base_url` recognises absolute references to this server.
 pub fn extract(registry: &Registry, resource: &Value, base_url: &str) -> Vec<IndexRow> {
+    extract_some(registry, resource, base_url, None)
+}
+
+/// The index rows of `resource` for the parameters named in `codes` only.
+pub fn extract_only(
+    registry: &Registry,
+    resource: &Value,
+    base_url: &str,
+    codes: &[String],
+) -> Vec<IndexRow> {
+    extract_some(registry, resource, base_url, Some(codes))
+}
+
+fn extract_some(
+    registry: &Registry,
+    resource: &Value,
+    base_url: &str,
+    codes: Option<&[String]>,
+) -> Vec<IndexRow> {
     let Some(resource_type) = resource.get("resourceType").and_then(Value::as_str) else {
         return Vec::new();
     };
     let mut rows = Vec::new();
     for param in registry.params(resource_type) {
+        if codes.is_some_and(|c| !c.contains(&param.code)) {
+            continue;
+        }
         if !param.is_indexed() {
             continue;
         }

@@ -47,6 +47,7 @@ pub const POSTGRES: &[Migration] = &[
     migration!("postgres", 0003, "search_composite"),
     migration!("postgres", 0004, "token_key_order"),
     migration!("postgres", 0005, "auth"),
+    migration!("postgres", 0006, "audit"),
 ];
 #[allow(clippy::zero_prefixed_literal)]
 pub const SQLITE: &[Migration] = &[
@@ -55,4 +56,5 @@ pub const SQLITE: &[Migration] = &[
     migration!("sqlite", 0003, "search_composite"),
     migration!("sqlite", 0004, "token_key_order"),
     migration!("sqlite", 0005, "auth"),
+    migration!("sqlite", 0006, "audit"),
 ];

@@ -5,6 +5,7 @@
 //! its index rows) commit together or not at all. Updates lock the resource row and check the
 //! expected version, so concurrent updates queue up instead of overwriting each other.
 
+pub mod audit;
 pub mod auth;
 pub mod index_write;
 pub mod migrate;
@@ -216,6 +217,32 @@ pub struct Written {
     pub created: bool,
 }
 
+impl Written {
+    fn created(version: Version) -> Written {
+        Written {
+            version: Some(version),
+            created: true,
+        }
+    }
+
+    /// The version a single write made (it always makes one).
+    fn into_version([w]: [Written; 1]) -> Version {
+        w.version.expect("a single write made a version")
+    }
+
+    fn into_updated([w]: [Written; 1]) -> Updated {
+        Updated {
+            created: w.created,
+            version: w.version.expect("an update made a version"),
+        }
+    }
+}
+
+/// What to write in the same database transaction as some writes, made from what they did:
+/// the AuditEvents of those writes, so that a write and its record commit or fail together.
+/// Each returned resource is created with a fresh id.
+pub type Trail<'a> = &'a (dyn Fn(&[Written]) -> Vec<Value> + Send + Sync);
+
 /// Prefixes an error with the Bundle entry it is about.
 pub fn at_entry(index: usize, mut e: Error) -> Error {
     for issue in &mut e.issues {
@@ -228,11 +255,13 @@ pub fn at_entry(index: usize, mut e: Error) -> Error {
 
 /// What both databases can do. `expected` is the version an `If-Match` header demands.
 pub trait ResourceStore {
-    /// Creates a resource with a server-assigned id (the body's id is ignored).
+    /// Creates a resource with a server-assigned id (the body's id is ignored). Every write
+    /// also writes its [`Trail`], if given, in the same transaction.
     fn create(
         &self,
         resource_type: &str,
         body: Value,
+        trail: Option<Trail<'_>>,
     ) -> impl Future<Output = Result<Version>> + Send;
     /// Updates or creates the resource at a client-chosen id.
     fn update(
@@ -241,13 +270,15 @@ pub trait ResourceStore {
         id: &str,
         body: Value,
         expected: Option<i64>,
+        trail: Option<Trail<'_>>,
     ) -> impl Future<Output = Result<Updated>> + Send;
-    /// Deletes a resource; `None` when there was nothing to delete.
+    /// Deletes a resource; `None` when there was nothing to delete (and no trail written).
     fn delete(
         &self,
         resource_type: &str,
         id: &str,
         expected: Option<i64>,
+        trail: Option<Trail<'_>>,
     ) -> impl Future<Output = Result<Option<Version>>> + Send;
     /// The current version (possibly a deletion), or `None` if the resource never existed.
     fn read(
@@ -282,12 +313,14 @@ pub trait ResourceStore {
         resource_type: &str,
         body: Value,
         condition: (String, Sql),
+        trail: Option<Trail<'_>>,
     ) -> impl Future<Output = Result<std::result::Result<Version, Vec<Version>>>> + Send;
     /// Runs `writes` in order in one database transaction: all of them or none. Each write
     /// carries the index of its Bundle entry, which an error names.
     fn transaction(
         &self,
         writes: Vec<(usize, Write)>,
+        trail: Option<Trail<'_>>,
     ) -> impl Future<Output = Result<Vec<Written>>> + Send;
     /// Recomputes the index rows of every current resource of `types` (all types if `None`),
     /// after a registry change.
@@ -456,6 +489,7 @@ impl Store {
         resource_type: &str,
         body: Value,
         search: &Search,
+        trail: Option<Trail<'_>>,
     ) -> Result<std::result::Result<Version, Vec<Version>>> {
         let mut criteria: Vec<String> = search
             .canonical
@@ -465,7 +499,8 @@ impl Store {
         criteria.sort();
         let lock = format!("{resource_type}?{}", criteria.join("&"));
         let sql = search_sql::page_query(self.dialect(), search, None, 2);
-        self.create_unless(resource_type, body, (lock, sql)).await
+        self.create_unless(resource_type, body, (lock, sql), trail)
+            .await
     }
 
     /// Marks the chains whose chained filters match many resources as dense (see
@@ -570,8 +605,13 @@ impl Store {
 }
 
 impl ResourceStore for Store {
-    async fn create(&self, resource_type: &str, body: Value) -> Result<Version> {
-        dispatch!(self, s => s.create(resource_type, body))
+    async fn create(
+        &self,
+        resource_type: &str,
+        body: Value,
+        trail: Option<Trail<'_>>,
+    ) -> Result<Version> {
+        dispatch!(self, s => s.create(resource_type, body, trail))
     }
     async fn update(
         &self,
@@ -579,16 +619,18 @@ impl ResourceStore for Store {
         id: &str,
         body: Value,
         expected: Option<i64>,
+        trail: Option<Trail<'_>>,
     ) -> Result<Updated> {
-        dispatch!(self, s => s.update(resource_type, id, body, expected))
+        dispatch!(self, s => s.update(resource_type, id, body, expected, trail))
     }
     async fn delete(
         &self,
         resource_type: &str,
         id: &str,
         expected: Option<i64>,
+        trail: Option<Trail<'_>>,
     ) -> Result<Option<Version>> {
-        dispatch!(self, s => s.delete(resource_type, id, expected))
+        dispatch!(self, s => s.delete(resource_type, id, expected, trail))
     }
     async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Version>> {
         dispatch!(self, s => s.read(resource_type, id))
@@ -611,16 +653,21 @@ impl ResourceStore for Store {
     async fn reindex(&self, types: Option<&[String]>) -> Result<u64> {
         dispatch!(self, s => s.reindex(types))
     }
-    async fn transaction(&self, writes: Vec<(usize, Write)>) -> Result<Vec<Written>> {
-        dispatch!(self, s => s.transaction(writes))
+    async fn transaction(
+        &self,
+        writes: Vec<(usize, Write)>,
+        trail: Option<Trail<'_>>,
+    ) -> Result<Vec<Written>> {
+        dispatch!(self, s => s.transaction(writes, trail))
     }
     async fn create_unless(
         &self,
         resource_type: &str,
         body: Value,
         condition: (String, Sql),
+        trail: Option<Trail<'_>>,
     ) -> Result<std::result::Result<Version, Vec<Version>>> {
-        dispatch!(self, s => s.create_unless(resource_type, body, condition))
+        dispatch!(self, s => s.create_unless(resource_type, body, condition, trail))
     }
 }
 

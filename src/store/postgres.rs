@@ -10,12 +10,13 @@ use sqlx::query::Query;
 use sqlx::types::Json;
 use sqlx::{Postgres, QueryBuilder, Row};
 
+use super::audit;
 use super::index_write;
 use super::migrate::{Migration, POSTGRES};
 use super::search_sql::{Bind, Dialect, Sql};
 use super::{
     at_entry, check_expected, db_error, now, page, sort_values, Found, HistoryPage, HistoryQuery,
-    HistoryScope, Indexer, Method, ResourceStore, Updated, Version, Write, Written,
+    HistoryScope, Indexer, Method, ResourceStore, Trail, Updated, Version, Write, Written,
 };
 use crate::error::{Error, Result};
 use crate::fhir::{id::new_id, meta::stamp};
@@ -229,14 +230,14 @@ async fn write_version(
 
 /// Inserts version 1 of a resource: its key, or `None` if the (type, id) is taken.
 async fn insert_new(
-    conn: impl sqlx::PgExecutor<'_>,
+    conn: &mut sqlx::PgConnection,
     resource_type: &str,
     id: &str,
     last_updated: DateTime<Utc>,
     method: Method,
     body: &Value,
 ) -> Result<Option<i64>> {
-    sqlx::query_scalar(
+    let key: Option<i64> = sqlx::query_scalar(
         "WITH r AS (
             INSERT INTO resource (type, id, version, last_updated, body) VALUES ($1, $2, 1, $3, $4)
             ON CONFLICT (type, id) DO NOTHING RETURNING key, body)
@@ -248,12 +249,52 @@ async fn insert_new(
     .bind(last_updated)
     .bind(Json(body))
     .bind(method.as_str())
-    .fetch_optional(conn)
+    .fetch_optional(&mut *conn)
     .await
-    .map_err(db_error)
+    .map_err(db_error)?;
+    if let (Some(key), "AuditEvent") = (key, resource_type) {
+        audit::enqueue_pg(conn, key, body, last_updated).await?;
+    }
+    Ok(key)
 }
 
 impl PgStore {
+    /// Writes what `trail` makes of `done` in `tx`: new resources, each with a fresh id.
+    async fn append_trail(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        trail: Option<Trail<'_>>,
+        done: &[Written],
+    ) -> Result<()> {
+        let Some(trail) = trail else {
+            return Ok(());
+        };
+        let mut pending = Pending::new();
+        for mut body in trail(done) {
+            let resource_type = body["resourceType"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let id = new_id();
+            let last_updated = now();
+            stamp(&mut body, &id, 1, last_updated);
+            let key = insert_new(tx, &resource_type, &id, last_updated, Method::Post, &body)
+                .await?
+                .ok_or_else(|| Error::internal("a freshly generated id was already taken"))?;
+            index_later(
+                tx,
+                &self.indexer,
+                &mut pending,
+                key,
+                &resource_type,
+                Some(&body),
+                true,
+            )
+            .await?;
+        }
+        flush(tx, &mut pending).await
+    }
+
     /// One write of a transaction, in `tx`.
     async fn write_one(
         &self,
@@ -437,7 +478,12 @@ async fn flush(tx: &mut sqlx::PgConnection, pending: &mut Pending) -> Result<()>
 }
 
 impl ResourceStore for PgStore {
-    async fn create(&self, resource_type: &str, mut body: Value) -> Result<Version> {
+    async fn create(
+        &self,
+        resource_type: &str,
+        mut body: Value,
+        trail: Option<Trail<'_>>,
+    ) -> Result<Version> {
         let id = new_id();
         let last_updated = now();
         stamp(&mut body, &id, 1, last_updated);
@@ -463,15 +509,18 @@ impl ResourceStore for PgStore {
             true,
         )
         .await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(Version {
+        let v = Version {
             resource_type: resource_type.into(),
             id,
             version: 1,
             last_updated,
             method: Method::Post,
             body: Some(body),
-        })
+        };
+        let done = [Written::created(v)];
+        self.append_trail(&mut tx, trail, &done).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Written::into_version(done))
     }
 
     async fn update(
@@ -480,6 +529,7 @@ impl ResourceStore for PgStore {
         id: &str,
         mut body: Value,
         expected: Option<i64>,
+        trail: Option<Trail<'_>>,
     ) -> Result<Updated> {
         loop {
             let mut tx = self.pool.begin().await.map_err(db_error)?;
@@ -530,18 +580,20 @@ impl ResourceStore for PgStore {
                     (v + 1, deleted)
                 }
             };
-            tx.commit().await.map_err(db_error)?;
-            return Ok(Updated {
-                version: Version {
+            let done = [Written {
+                version: Some(Version {
                     resource_type: resource_type.into(),
                     id: id.into(),
                     version,
                     last_updated,
                     method: Method::Put,
                     body: Some(body),
-                },
+                }),
                 created,
-            });
+            }];
+            self.append_trail(&mut tx, trail, &done).await?;
+            tx.commit().await.map_err(db_error)?;
+            return Ok(Written::into_updated(done));
         }
     }
 
@@ -550,6 +602,7 @@ impl ResourceStore for PgStore {
         resource_type: &str,
         id: &str,
         expected: Option<i64>,
+        trail: Option<Trail<'_>>,
     ) -> Result<Option<Version>> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         let current = lock_current(&mut tx, resource_type, id).await?;
@@ -564,15 +617,20 @@ impl ResourceStore for PgStore {
         let last_updated = now();
         write_version(&mut tx, key, v + 1, last_updated, Method::Delete, None).await?;
         write_index(&mut tx, &self.indexer, key, resource_type, None, false).await?;
+        let done = [Written {
+            version: Some(Version {
+                resource_type: resource_type.into(),
+                id: id.into(),
+                version: v + 1,
+                last_updated,
+                method: Method::Delete,
+                body: None,
+            }),
+            created: false,
+        }];
+        self.append_trail(&mut tx, trail, &done).await?;
         tx.commit().await.map_err(db_error)?;
-        Ok(Some(Version {
-            resource_type: resource_type.into(),
-            id: id.into(),
-            version: v + 1,
-            last_updated,
-            method: Method::Delete,
-            body: None,
-        }))
+        Ok(Some(Written::into_version(done)))
     }
 
     async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Version>> {
@@ -608,7 +666,11 @@ impl ResourceStore for PgStore {
             "SELECT v.seq, v.type, v.id, v.version, v.last_updated, v.method, v.body FROM resource_version v WHERE true",
         );
         match &q.scope {
-            HistoryScope::System => {}
+            // The audit trail is read through AuditEvent (its search and history), not
+            // interleaved with every other change.
+            HistoryScope::System => {
+                sql.push(" AND v.type <> 'AuditEvent'");
+            }
             HistoryScope::Type(t) => {
                 sql.push(" AND v.type = ").push_bind(t.clone());
             }
@@ -662,7 +724,11 @@ impl ResourceStore for PgStore {
         Ok(())
     }
 
-    async fn transaction(&self, writes: Vec<(usize, Write)>) -> Result<Vec<Written>> {
+    async fn transaction(
+        &self,
+        writes: Vec<(usize, Write)>,
+        trail: Option<Trail<'_>>,
+    ) -> Result<Vec<Written>> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         let mut done = Vec::with_capacity(writes.len());
         let mut pending = Pending::new();
@@ -678,6 +744,7 @@ impl ResourceStore for PgStore {
         flush(&mut tx, &mut pending)
             .await
             .map_err(|e| at_entry(last, e))?;
+        self.append_trail(&mut tx, trail, &done).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(done)
     }
@@ -692,6 +759,7 @@ impl ResourceStore for PgStore {
         resource_type: &str,
         mut body: Value,
         (lock, condition): (String, Sql),
+        trail: Option<Trail<'_>>,
     ) -> Result<std::result::Result<Version, Vec<Version>>> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         // Two creates with the same condition wait for each other, so the second sees the
@@ -733,15 +801,17 @@ impl ResourceStore for PgStore {
             true,
         )
         .await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(Ok(Version {
+        let done = [Written::created(Version {
             resource_type: resource_type.into(),
             id,
             version: 1,
             last_updated,
             method: Method::Post,
             body: Some(body),
-        }))
+        })];
+        self.append_trail(&mut tx, trail, &done).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Ok(Written::into_version(done)))
     }
 
     async fn count(&self, sql: Sql) -> Result<i64> {

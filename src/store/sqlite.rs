@@ -15,13 +15,14 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
+use super::audit;
 use super::index_write;
 use super::migrate::SQLITE;
 use super::postgres::pending;
 use super::search_sql::{Bind, Dialect, Sql};
 use super::{
     at_entry, check_expected, db_error, now, page, sort_values, Found, HistoryPage, HistoryQuery,
-    HistoryScope, Indexer, Method, ResourceStore, Updated, Version, Write, Written,
+    HistoryScope, Indexer, Method, ResourceStore, Trail, Updated, Version, Write, Written,
 };
 use crate::error::{Error, Result};
 use crate::fhir::{id::new_id, meta::stamp};
@@ -231,6 +232,9 @@ impl SqliteStore {
             .map_err(db_error)?,
         };
         insert_version(conn, key, v, body.as_deref()).await?;
+        if let (true, "AuditEvent", Some(b)) = (fresh, v.resource_type.as_str(), &v.body) {
+            audit::enqueue_sqlite(conn, key, b, v.last_updated).await?;
+        }
         self.write_index(conn, key, &v.resource_type, v.body.as_ref(), fresh)
             .await
     }
@@ -260,6 +264,37 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// Writes what `trail` makes of `done` in `conn`: new resources, each with a fresh id.
+    async fn append_trail(
+        &self,
+        conn: &mut SqliteConnection,
+        trail: Option<Trail<'_>>,
+        done: &[Written],
+    ) -> Result<()> {
+        let Some(trail) = trail else {
+            return Ok(());
+        };
+        for mut body in trail(done) {
+            let resource_type = body["resourceType"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let id = new_id();
+            let last_updated = now();
+            stamp(&mut body, &id, 1, last_updated);
+            let v = Version {
+                resource_type,
+                id,
+                version: 1,
+                last_updated,
+                method: Method::Post,
+                body: Some(body),
+            };
+            self.write(conn, None, &v).await?;
+        }
+        Ok(())
+    }
+
     /// One write of a transaction, in `conn` (the writer lock is held).
     async fn write_one(&self, conn: &mut SqliteConnection, write: Write) -> Result<Written> {
         let last_updated = now();
@@ -365,7 +400,12 @@ impl SqliteStore {
 }
 
 impl ResourceStore for SqliteStore {
-    async fn create(&self, resource_type: &str, mut body: Value) -> Result<Version> {
+    async fn create(
+        &self,
+        resource_type: &str,
+        mut body: Value,
+        trail: Option<Trail<'_>>,
+    ) -> Result<Version> {
         let id = new_id();
         let last_updated = now();
         stamp(&mut body, &id, 1, last_updated);
@@ -384,8 +424,10 @@ impl ResourceStore for SqliteStore {
             .await
             .map_err(db_error)?;
         self.write(&mut tx, None, &v).await?;
+        let done = [Written::created(v)];
+        self.append_trail(&mut tx, trail, &done).await?;
         tx.commit().await.map_err(db_error)?;
-        Ok(v)
+        Ok(Written::into_version(done))
     }
 
     async fn update(
@@ -394,6 +436,7 @@ impl ResourceStore for SqliteStore {
         id: &str,
         mut body: Value,
         expected: Option<i64>,
+        trail: Option<Trail<'_>>,
     ) -> Result<Updated> {
         let _writing = self.writer.lock().await;
         let mut tx = self
@@ -420,11 +463,13 @@ impl ResourceStore for SqliteStore {
         };
         self.write(&mut tx, found.map(|(key, _, _)| key), &v)
             .await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(Updated {
-            version: v,
+        let done = [Written {
+            version: Some(v),
             created: found.is_none_or(|(_, _, deleted)| deleted),
-        })
+        }];
+        self.append_trail(&mut tx, trail, &done).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Written::into_updated(done))
     }
 
     async fn delete(
@@ -432,6 +477,7 @@ impl ResourceStore for SqliteStore {
         resource_type: &str,
         id: &str,
         expected: Option<i64>,
+        trail: Option<Trail<'_>>,
     ) -> Result<Option<Version>> {
         let _writing = self.writer.lock().await;
         let mut tx = self
@@ -457,8 +503,13 @@ impl ResourceStore for SqliteStore {
             body: None,
         };
         self.write(&mut tx, Some(key), &v).await?;
+        let done = [Written {
+            version: Some(v),
+            created: false,
+        }];
+        self.append_trail(&mut tx, trail, &done).await?;
         tx.commit().await.map_err(db_error)?;
-        Ok(Some(v))
+        Ok(Some(Written::into_version(done)))
     }
 
     async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Version>> {
@@ -494,7 +545,11 @@ impl ResourceStore for SqliteStore {
             "SELECT v.seq, v.type, v.id, v.version, v.last_updated, v.method, v.body FROM resource_version v WHERE 1",
         );
         match &q.scope {
-            HistoryScope::System => {}
+            // The audit trail is read through AuditEvent (its search and history), not
+            // interleaved with every other change.
+            HistoryScope::System => {
+                sql.push(" AND v.type <> 'AuditEvent'");
+            }
             HistoryScope::Type(t) => {
                 sql.push(" AND v.type = ").push_bind(t.clone());
             }
@@ -548,7 +603,11 @@ impl ResourceStore for SqliteStore {
         Ok(())
     }
 
-    async fn transaction(&self, writes: Vec<(usize, Write)>) -> Result<Vec<Written>> {
+    async fn transaction(
+        &self,
+        writes: Vec<(usize, Write)>,
+        trail: Option<Trail<'_>>,
+    ) -> Result<Vec<Written>> {
         let _writing = self.writer.lock().await;
         let mut tx = self
             .pool
@@ -563,6 +622,7 @@ impl ResourceStore for SqliteStore {
                 .map_err(|e| at_entry(n, e))?;
             done.push(written);
         }
+        self.append_trail(&mut tx, trail, &done).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(done)
     }
@@ -577,6 +637,7 @@ impl ResourceStore for SqliteStore {
         resource_type: &str,
         mut body: Value,
         (_, condition): (String, Sql),
+        trail: Option<Trail<'_>>,
     ) -> Result<std::result::Result<Version, Vec<Version>>> {
         // The writer queue serialises every write, so the check and the create are atomic.
         let _writing = self.writer.lock().await;
@@ -607,8 +668,10 @@ impl ResourceStore for SqliteStore {
             body: Some(body),
         };
         self.write(&mut tx, None, &v).await?;
+        let done = [Written::created(v)];
+        self.append_trail(&mut tx, trail, &done).await?;
         tx.commit().await.map_err(db_error)?;
-        Ok(Ok(v))
+        Ok(Ok(Written::into_version(done)))
     }
 
     async fn count(&self, sql: Sql) -> Result<i64> {

@@ -1,0 +1,241 @@
+//! Writing the trail without losing an event. A write's AuditEvent is made by the HTTP layer
+//! and committed by the store in the write's own transaction (`store::Trail`). Every other
+//! event (reads, searches, refusals) goes through [`AuditLog::record`] into a bounded queue
+//! that one task drains in batches: when the queue is full, `record` waits (backpressure), so
+//! the server slows down instead of forgetting; when the database fails, the batch is retried
+//! until it succeeds. A sealer task links stored events into the hash chain (`chain`) and
+//! appends them to the optional NDJSON export. Shutdown flushes both.
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use super::chain::link_hash;
+use super::event::{Agent, Event};
+use crate::error::Result;
+use crate::fhir::id::new_id;
+use crate::store::{ResourceStore, Store, Write};
+
+/// How the trail is kept (from `Config`).
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// False only under `--audit off` (benchmarks): nothing is recorded.
+    pub enabled: bool,
+    /// Events waiting to be written before `record` makes requests wait.
+    pub buffer: usize,
+    /// Where sealed events are appended as NDJSON: a file, or `-` for standard output.
+    pub export: Option<String>,
+}
+
+enum Message {
+    Event(Value),
+    /// Answered once everything queued before it is stored.
+    Flush(oneshot::Sender<()>),
+}
+
+/// The most events one insert transaction carries.
+const BATCH: usize = 500;
+/// The most events one sealing transaction links.
+const SEAL_BATCH: i64 = 1000;
+
+pub struct AuditLog {
+    enabled: bool,
+    /// This server's FHIR base URL, the events' `source`.
+    server: String,
+    queue: mpsc::Sender<Message>,
+    store: Store,
+    export: Mutex<Option<Box<dyn std::io::Write + Send>>>,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl AuditLog {
+    /// Starts the writer and the sealer.
+    pub fn start(store: Store, server: String, settings: &AuditSettings) -> Result<Arc<AuditLog>> {
+        let export: Option<Box<dyn std::io::Write + Send>> = match settings.export.as_deref() {
+            None => None,
+            Some("-") => Some(Box::new(std::io::stdout())),
+            Some(path) => Some(Box::new(std::io::BufWriter::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| {
+                        crate::Error::internal(format!("cannot open the audit export {path}: {e}"))
+                    })?,
+            ))),
+        };
+        let (queue, rx) = mpsc::channel(settings.buffer.max(1));
+        let log = Arc::new(AuditLog {
+            enabled: settings.enabled,
+            server,
+            queue,
+            store: store.clone(),
+            export: Mutex::new(export),
+            tasks: Default::default(),
+        });
+        let writer = tokio::spawn(write_loop(store, rx));
+        let sealer = {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = log.seal().await {
+                        tracing::warn!(error = e.message(), "sealing the audit chain failed");
+                    }
+                }
+            })
+        };
+        log.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend([writer, sealer]);
+        Ok(log)
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The AuditEvent resource of `event`, recorded now.
+    pub fn resource(&self, event: &Event) -> Value {
+        event.to_resource(&self.server, chrono::Utc::now())
+    }
+
+    /// Queues `event`; waits while the queue is full.
+    pub async fn record(&self, event: Event) {
+        if !self.enabled {
+            return;
+        }
+        let resource = self.resource(&event);
+        if self.queue.send(Message::Event(resource)).await.is_err() {
+            tracing::error!("an audit event arrived after the audit writer stopped");
+        }
+    }
+
+    /// Waits until everything queued so far is stored.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.queue.send(Message::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Links what is stored into the chain and exports it.
+    pub async fn seal(&self) -> Result<()> {
+        loop {
+            let sealed = self.store.audit_seal(SEAL_BATCH, link_hash).await?;
+            if !sealed.is_empty() {
+                let mut export = self.export.lock().await;
+                if let Some(out) = export.as_mut() {
+                    let written = sealed
+                        .iter()
+                        .try_for_each(|line| writeln!(out, "{line}"))
+                        .and_then(|_| out.flush());
+                    if let Err(e) = written {
+                        tracing::warn!(error = %e, "the audit export could not be written");
+                    }
+                }
+            }
+            if (sealed.len() as i64) < SEAL_BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Removes the events recorded more than `days` days ago (only sealed ones: the oldest
+    /// part of the chain) and records the purge itself as an AuditEvent. Answers how many
+    /// were removed.
+    pub async fn purge(&self, days: i64) -> Result<i64> {
+        let cutoff = chrono::Utc::now() - chrono::Duration::days(days);
+        self.seal().await?;
+        let (removed, _) = self.store.audit_purge(cutoff.timestamp_millis()).await?;
+        let mut event = Event::new(
+            "delete",
+            200,
+            Agent {
+                subject: Some("hearth audit purge".into()),
+                ..Agent::default()
+            },
+        );
+        let cutoff = cutoff.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        event.query = Some(format!("AuditEvent?date=lt{cutoff}"));
+        event.description = Some(format!(
+            "retention: {removed} AuditEvents recorded before {cutoff} removed"
+        ));
+        self.record(event).await;
+        self.flush().await;
+        Ok(removed)
+    }
+
+    /// At shutdown: stores what is queued, seals and exports it, stops the tasks.
+    pub async fn shutdown(&self) {
+        self.flush().await;
+        if let Err(e) = self.seal().await {
+            tracing::warn!(
+                error = e.message(),
+                "the audit chain could not be sealed at shutdown"
+            );
+        }
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+}
+
+/// Drains the queue in batches, each one transaction, retried until the database takes it.
+async fn write_loop(store: Store, mut rx: mpsc::Receiver<Message>) {
+    let mut events = Vec::with_capacity(BATCH);
+    let mut flushes = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                Message::Event(e) => events.push(e),
+                Message::Flush(f) => flushes.push(f),
+            }
+            if events.len() < BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !events.is_empty() {
+            let writes: Vec<(usize, Write)> = events
+                .drain(..)
+                .enumerate()
+                .map(|(n, body)| {
+                    (
+                        n,
+                        Write::Create {
+                            resource_type: "AuditEvent".into(),
+                            id: new_id(),
+                            body,
+                            unless: None,
+                        },
+                    )
+                })
+                .collect();
+            let mut wait = Duration::from_millis(100);
+            while let Err(e) = store.transaction(writes.clone(), None).await {
+                tracing::warn!(
+                    error = e.message(),
+                    events = writes.len(),
+                    "audit events not stored yet; retrying"
+                );
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+        for f in flushes.drain(..) {
+            let _ = f.send(());
+        }
+    }
+}
