@@ -21,7 +21,7 @@ use crate::fhir::outcome::IssueType;
 use crate::fhir::resource_type::is_resource_type;
 use crate::search::query::{self, Search};
 
-use crate::store::{ResourceStore, Version};
+use crate::store::{ResourceStore, Version, Write};
 
 /// Refuses a URL whose type is not an R4 resource type.
 pub fn check_type(resource_type: &str) -> Result<()> {
@@ -179,7 +179,9 @@ async fn update_at(
     expected: Option<i64>,
     code: &str,
 ) -> Result<Reply> {
-    append_only(resource_type)?;
+    if resource_type == "AuditEvent" {
+        return create_audit_event_at(state, req, id, resource).await;
+    }
     guard::write(
         state,
         &req.access,
@@ -201,6 +203,46 @@ async fn update_at(
         StatusCode::OK
     };
     Ok(Reply::written(status, &updated.version, &state.base_url, req.prefer_return).recorded())
+}
+
+/// `PUT AuditEvent/[id]` appends an event at a client-chosen id (how the official examples
+/// are loaded) but never replaces one: an existing id is `405`, atomically.
+async fn create_audit_event_at(
+    state: &AppState,
+    req: &FhirRequest,
+    id: &str,
+    resource: Value,
+) -> Result<Reply> {
+    guard::write(
+        state,
+        &req.access,
+        "AuditEvent",
+        None,
+        Interaction::Create,
+        Some(&resource),
+    )
+    .await?;
+    let create = Write::Create {
+        resource_type: "AuditEvent".into(),
+        id: id.to_string(),
+        body: resource,
+        unless: None,
+    };
+    let trail = audit::trail(state, req, "create");
+    let written = match state
+        .store
+        .transaction(vec![(0, create)], Some(&trail))
+        .await
+    {
+        Err(e) if e.kind == ErrorKind::Conflict => return Err(audit_trail_is_append_only()),
+        other => other?,
+    };
+    let v = written
+        .into_iter()
+        .next()
+        .and_then(|w| w.version)
+        .ok_or_else(|| Error::internal("the create wrote no version"))?;
+    Ok(Reply::written(StatusCode::CREATED, &v, &state.base_url, req.prefer_return).recorded())
 }
 
 /// Deletes one resource (nothing if it is not there).
@@ -234,13 +276,17 @@ async fn delete_at(
 /// <https://hl7.org/fhir/R4/auditevent.html#6.4.4.2>
 pub(super) fn append_only(resource_type: &str) -> Result<()> {
     if resource_type == "AuditEvent" {
-        return Err(Error::new(
-            ErrorKind::MethodNotAllowed,
-            IssueType::NotSupported,
-            "AuditEvents cannot be changed or deleted: the audit trail is append-only",
-        ));
+        return Err(audit_trail_is_append_only());
     }
     Ok(())
+}
+
+fn audit_trail_is_append_only() -> Error {
+    Error::new(
+        ErrorKind::MethodNotAllowed,
+        IssueType::NotSupported,
+        "AuditEvents cannot be changed or deleted: the audit trail is append-only",
+    )
 }
 
 /// Parses the criteria of a conditional interaction. Always strict: a criterion silently

@@ -317,6 +317,46 @@ impl Server {
         r.json().await.expect("a JSON body")
     }
 
+    /// The server's database URL, for the `hearth` commands that work on it directly.
+    pub fn database_url(&self) -> String {
+        self.storage.config.database_url()
+    }
+
+    /// Changes the outcome of the second AuditEvent of the audit chain in the database,
+    /// as someone with database access and bad intentions would; returns its position.
+    pub async fn tamper_with_an_audit_event(&self) -> i64 {
+        const VICTIM: i64 = 2;
+        let url = self.database_url();
+        let changed = match self.backend {
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::query(
+                    "UPDATE resource SET body = jsonb_set(body, '{outcome}', '\"8\"')
+                     WHERE key = (SELECT key FROM audit_chain WHERE seq = $1)",
+                )
+                .bind(VICTIM)
+                .execute(&mut c)
+                .await
+                .unwrap()
+                .rows_affected()
+            }
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::query(
+                    "UPDATE resource SET body = json_set(body, '$.outcome', '8')
+                     WHERE key = (SELECT key FROM audit_chain WHERE seq = ?1)",
+                )
+                .bind(VICTIM)
+                .execute(&mut c)
+                .await
+                .unwrap()
+                .rows_affected()
+            }
+        };
+        assert_eq!(changed, 1, "the chain has a second event to tamper with");
+        VICTIM
+    }
+
     /// How many versions of resources of this type the server holds (0 proves nothing was written).
     pub async fn version_count(&self, resource_type: &str) -> usize {
         let r = self

@@ -1,0 +1,476 @@
+//! The audit trail over HTTP, on both backends: every interaction kind records the right
+//! AuditEvent with the right patients, refusals are recorded with who asked, the trail is
+//! append-only through the API, `hearth audit verify` finds a tampered event and `hearth audit
+//! purge` trims the chain, and a burst of reads larger than the writer's buffer loses nothing.
+//! <https://hl7.org/fhir/R4/auditevent.html>, <https://profiles.ihe.net/ITI/BALP/>
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine;
+use common::{expect_outcome, Server};
+use futures::StreamExt;
+use hearth::auth::accounts::{self, Client, ClientKind, User};
+use hearth::auth::policy::Role;
+use serde_json::{json, Value};
+
+on_both_backends!(
+    every_interaction_is_audited,
+    the_trail_is_append_only_and_tamper_evident,
+    a_burst_larger_than_the_buffer_loses_nothing,
+);
+
+on_both_backends!(start = start_secured; refusals_and_agents_are_audited);
+
+/// The AuditEvents matching `query`, once there are at least `n` of them (reads are
+/// recorded through a buffer, a moment after they are answered).
+async fn events(s: &Server, token: Option<&str>, query: &str, n: usize) -> Vec<Value> {
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        let mut r = s
+            .client
+            .get(s.url(&format!("AuditEvent?{query}&_count=500")));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status(), 200, "AuditEvent?{query}");
+        let bundle: Value = r.json().await.unwrap();
+        found = bundle["entry"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e["resource"].clone())
+            .collect();
+        if found.len() >= n {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "AuditEvent?{query}: {} events, expected at least {n}",
+        found.len()
+    );
+}
+
+fn entity_refs(event: &Value) -> Vec<String> {
+    event["entity"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["what"]["reference"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn query_of(event: &Value) -> Option<String> {
+    event["entity"].as_array()?.iter().find_map(|e| {
+        let q = e["query"].as_str()?;
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(q).ok()?).ok()
+    })
+}
+
+async fn id_of(r: reqwest::Response) -> String {
+    assert!(r.status().is_success(), "{}", r.status());
+    let v: Value = r.json().await.unwrap();
+    v["id"].as_str().unwrap().to_string()
+}
+
+async fn every_interaction_is_audited(s: &Server) {
+    let mut patients = Vec::new();
+    for family in ["Ames", "Banks", "Cole"] {
+        let r = s
+            .post_json(
+                "Patient",
+                &json!({"resourceType": "Patient", "name": [{"family": family, "given": ["Audit"]}]}),
+            )
+            .await;
+        patients.push(id_of(r).await);
+    }
+    let (p1, p2, p3) = (&patients[0], &patients[1], &patients[2]);
+
+    // Each kind of interaction once.
+    assert_eq!(s.get(&format!("Patient/{p1}")).await.status(), 200);
+    assert_eq!(
+        s.get(&format!("Patient/{p1}/_history/1")).await.status(),
+        200
+    );
+    let updated = json!({"resourceType": "Patient", "id": p1, "active": true,
+        "name": [{"family": "Ames", "given": ["Audit"]}]});
+    assert_eq!(
+        s.put_json(&format!("Patient/{p1}"), &updated)
+            .await
+            .status(),
+        200
+    );
+    let patch = s
+        .client
+        .patch(s.url(&format!("Patient/{p2}")))
+        .header("content-type", "application/json-patch+json")
+        .body(json!([{"op": "add", "path": "/active", "value": false}]).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patch.status(), 200);
+    let search: Value = s.get("Patient?given=Audit").await.json().await.unwrap();
+    assert_eq!(search["entry"].as_array().unwrap().len(), 3);
+    assert_eq!(s.get(&format!("Patient/{p1}/_history")).await.status(), 200);
+    assert_eq!(
+        s.client
+            .delete(s.url(&format!("Patient/{p3}")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let transaction = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "pulse"},
+            "subject": {"reference": format!("Patient/{p2}")}},
+         "request": {"method": "POST", "url": "Observation"}}]});
+    let tx: Value = s.post_json("", &transaction).await.json().await.unwrap();
+    let observation = tx["entry"][0]["response"]["location"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": format!("Patient/{p2}")}},
+        {"request": {"method": "GET", "url": "Patient/no-such-patient"}}]});
+    assert_eq!(s.post_json("", &batch).await.status(), 200);
+
+    // Creates, with the patient as an entity and action C.
+    let created = events(s, None, &format!("subtype=create&patient={p1}"), 1).await;
+    assert_eq!(created[0]["action"], "C");
+    assert_eq!(created[0]["outcome"], "0");
+    assert_eq!(created[0]["type"]["code"], "rest");
+    assert!(entity_refs(&created[0]).contains(&format!("Patient/{p1}/_history/1")));
+    // Reads: the direct one and the batch entry's.
+    let reads = events(s, None, &format!("subtype=read&entity=Patient/{p1}"), 1).await;
+    assert_eq!(reads[0]["action"], "R");
+    assert_eq!(
+        events(s, None, &format!("subtype=read&patient={p2}"), 1)
+            .await
+            .len(),
+        1,
+        "the batch's read"
+    );
+    let missing = events(s, None, "subtype=read&outcome=4", 1).await;
+    assert!(entity_refs(&missing[0]).contains(&"Patient/no-such-patient".to_string()));
+    events(s, None, &format!("subtype=vread&patient={p1}"), 1).await;
+    let updates = events(s, None, &format!("subtype=update&patient={p1}"), 1).await;
+    assert_eq!(updates[0]["action"], "U");
+    assert!(entity_refs(&updates[0]).contains(&format!("Patient/{p1}/_history/2")));
+    events(s, None, &format!("subtype=patch&patient={p2}"), 1).await;
+    // One search that returned three patients names all three.
+    let searches = events(s, None, "subtype=search-type", 1).await;
+    let search_event = searches
+        .iter()
+        .find(|e| query_of(e).as_deref() == Some("Patient?given=Audit"))
+        .expect("the search's event carries its query");
+    let named = entity_refs(search_event);
+    for p in &patients {
+        assert!(named.contains(&format!("Patient/{p}")), "{named:?}");
+    }
+    for p in &patients {
+        let found = events(s, None, &format!("subtype=search-type&patient={p}"), 1).await;
+        assert!(found.iter().any(|e| e["id"] == search_event["id"]));
+    }
+    events(
+        s,
+        None,
+        &format!("subtype=history-instance&patient={p1}"),
+        1,
+    )
+    .await;
+    let deletes = events(s, None, &format!("subtype=delete&patient={p3}"), 1).await;
+    assert_eq!(deletes[0]["action"], "D");
+    // The transaction's entry, in the patient's trail; and the transaction itself.
+    let tx_entry = events(s, None, &format!("subtype=create&patient={p2}"), 2).await;
+    assert!(tx_entry
+        .iter()
+        .any(|e| entity_refs(e).contains(&format!("Observation/{observation}/_history/1"))));
+    let whole = events(s, None, "subtype=transaction", 2).await;
+    assert!(whole.iter().all(|e| e["action"] == "E"));
+    // Every event names this server as its source.
+    assert_eq!(created[0]["source"]["site"], s.base.as_str());
+}
+
+async fn refusals_and_agents_are_audited(s: &Server) {
+    s.auth
+        .put_client(&Client {
+            client_id: "ops".into(),
+            name: "ops".into(),
+            kind: ClientKind::ConfidentialAsymmetric,
+            secret_hash: None,
+            redirect_uris: vec![],
+            scope: "system/*.cruds".into(),
+            jwks: Some(json!({"keys": []})),
+        })
+        .await
+        .unwrap();
+    s.auth
+        .put_client(&Client {
+            client_id: "clinic-app".into(),
+            name: "Clinic".into(),
+            kind: ClientKind::Public,
+            secret_hash: None,
+            redirect_uris: vec!["http://app.example/cb".into()],
+            scope: "user/*.cruds openid fhirUser".into(),
+            jwks: None,
+        })
+        .await
+        .unwrap();
+    s.auth
+        .add_user(&User {
+            username: "drjones".into(),
+            password_hash: accounts::hash_secret("Correct horse 9!"),
+            role: Role::Practitioner,
+            fhir_user: Some("Practitioner/7".into()),
+            totp_secret: None,
+            totp_last_step: None,
+            disabled: false,
+            failed_logins: 0,
+            locked_until: None,
+        })
+        .await
+        .unwrap();
+    let token = |t: Value| t["access_token"].as_str().unwrap().to_string();
+    let ops = token(
+        s.auth
+            .mint("ops", None, "system/*.cruds", None)
+            .await
+            .unwrap(),
+    );
+    let dr = token(
+        s.auth
+            .mint("clinic-app", Some("drjones"), "user/*.cruds", None)
+            .await
+            .unwrap(),
+    );
+    let created = s
+        .client
+        .post(s.url("Patient"))
+        .bearer_auth(&ops)
+        .header("content-type", "application/fhir+json")
+        .body(json!({"resourceType": "Patient", "name": [{"family": "Quinn"}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let p = id_of(created).await;
+
+    // A practitioner's read names the practitioner, the app and the address.
+    let read = s
+        .client
+        .get(s.url(&format!("Patient/{p}")))
+        .bearer_auth(&dr)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    let by_dr = events(
+        s,
+        Some(&ops),
+        &format!("agent=Practitioner/7&patient={p}&subtype=read"),
+        1,
+    )
+    .await;
+    let agents = by_dr[0]["agent"].as_array().unwrap();
+    assert_eq!(agents[0]["who"]["reference"], "Practitioner/7");
+    assert_eq!(agents[0]["who"]["identifier"]["value"], "drjones");
+    assert_eq!(agents[1]["who"]["identifier"]["value"], "clinic-app");
+    assert_eq!(agents[1]["network"]["address"], "127.0.0.1");
+
+    // No token: 401, recorded as a minor failure against what was asked for.
+    let anonymous = s.get(&format!("Patient/{p}")).await;
+    assert_eq!(anonymous.status(), 401);
+    let refused = events(
+        s,
+        Some(&ops),
+        &format!("outcome=4&entity=Patient/{p}&subtype=read"),
+        1,
+    )
+    .await;
+    assert_eq!(refused[0]["outcomeDesc"], "HTTP 401");
+
+    // Reading the trail needs an audit-reading role: a practitioner is refused (and that
+    // refusal is in the trail too).
+    let denied = s
+        .client
+        .get(s.url("AuditEvent"))
+        .bearer_auth(&dr)
+        .send()
+        .await
+        .unwrap();
+    expect_outcome(denied, 403).await;
+    let refusals = events(
+        s,
+        Some(&ops),
+        "outcome=4&subtype=search-type&agent=Practitioner/7",
+        1,
+    )
+    .await;
+    assert_eq!(refusals[0]["outcomeDesc"], "HTTP 403");
+}
+
+/// Runs `hearth audit [flags] <action>` on the server's database; answers (success, output).
+fn hearth_audit(s: &Server, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .arg("audit")
+        .arg("--database-url")
+        .arg(s.database_url())
+        .args(args)
+        .env_remove("HEARTH_DATA_DIR")
+        .output()
+        .expect("hearth runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+async fn the_trail_is_append_only_and_tamper_evident(s: &Server) {
+    let p = id_of(
+        s.post_json(
+            "Patient",
+            &json!({"resourceType": "Patient", "name": [{"family": "Tamper"}]}),
+        )
+        .await,
+    )
+    .await;
+    for _ in 0..3 {
+        s.get(&format!("Patient/{p}")).await;
+    }
+    let trail = events(s, None, &format!("patient={p}"), 4).await;
+    let id = trail[0]["id"].as_str().unwrap();
+
+    // Append-only: no update, patch or delete, not even inside a Bundle.
+    let mut changed = trail[0].clone();
+    changed["outcome"] = json!("8");
+    expect_outcome(s.put_json(&format!("AuditEvent/{id}"), &changed).await, 405).await;
+    // A PUT at a new id appends (that is how the official examples load); at an existing
+    // id it would replace, and is refused.
+    let mut appended = changed.clone();
+    appended["id"] = json!("brand-new");
+    assert_eq!(
+        s.put_json("AuditEvent/brand-new", &appended).await.status(),
+        201
+    );
+    expect_outcome(s.put_json("AuditEvent/brand-new", &appended).await, 405).await;
+    let patch = s
+        .client
+        .patch(s.url(&format!("AuditEvent/{id}")))
+        .header("content-type", "application/json-patch+json")
+        .body(json!([{"op": "replace", "path": "/outcome", "value": "8"}]).to_string())
+        .send()
+        .await
+        .unwrap();
+    expect_outcome(patch, 405).await;
+    let delete = s
+        .client
+        .delete(s.url(&format!("AuditEvent/{id}")))
+        .send()
+        .await
+        .unwrap();
+    expect_outcome(delete, 405).await;
+    let batch: Value = s
+        .post_json(
+            "",
+            &json!({"resourceType": "Bundle", "type": "batch", "entry": [
+                {"request": {"method": "DELETE", "url": format!("AuditEvent/{id}")}}]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(batch["entry"][0]["response"]["status"]
+        .as_str()
+        .unwrap()
+        .starts_with("405"));
+    let still: Value = s
+        .get(&format!("AuditEvent/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(still["outcome"], trail[0]["outcome"]);
+
+    // The chain verifies; changing one stored event behind Hearth's back breaks it there.
+    let (ok, out) = hearth_audit(s, &["verify"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("audit chain intact"), "{out}");
+    let victim = s.tamper_with_an_audit_event().await;
+    let (ok, out) = hearth_audit(s, &["verify"]);
+    assert!(!ok, "verify must fail: {out}");
+    assert!(out.contains(&format!("broken at event #{victim}")), "{out}");
+    assert!(out.contains("changed after it was recorded"), "{out}");
+
+    // Retention: purging everything recorded before now leaves a chain that verifies from
+    // its new start, and the purge itself in the trail.
+    let (ok, out) = hearth_audit(s, &["--audit-retention-days", "0", "purge"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("removed"), "{out}");
+    let (ok, out) = hearth_audit(s, &["verify"]);
+    assert!(ok, "{out}");
+    let purges = events(s, None, "subtype=delete&action=D", 1).await;
+    assert!(purges.iter().any(|e| e["outcomeDesc"]
+        .as_str()
+        .is_some_and(|d| d.starts_with("retention:"))));
+}
+
+async fn a_burst_larger_than_the_buffer_loses_nothing(backend_server: &Server) {
+    // This test wants its own server with a tiny buffer and an export file.
+    let export = tempfile::NamedTempFile::new().unwrap();
+    let path = export.path().to_string_lossy().to_string();
+    let Some(s) = Server::start_with(backend_server.backend, |c| {
+        c.audit_buffer = 8;
+        c.audit_export = Some(path.clone());
+    })
+    .await
+    else {
+        return;
+    };
+    let p = id_of(
+        s.post_json(
+            "Patient",
+            &json!({"resourceType": "Patient", "name": [{"family": "Burst"}]}),
+        )
+        .await,
+    )
+    .await;
+    const READS: usize = 300;
+    let statuses: Vec<u16> = futures::stream::iter(0..READS)
+        .map(|_| {
+            let s = &s;
+            let p = &p;
+            async move { s.get(&format!("Patient/{p}")).await.status().as_u16() }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|st| *st == 200));
+    // A graceful shutdown flushes the buffer and the export.
+    s.shutdown().await.unwrap();
+    let exported = std::fs::read_to_string(&path).unwrap();
+    let exported_reads = exported
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("each line is an AuditEvent"))
+        .filter(|e| e["subtype"][0]["code"] == "read")
+        .count();
+    assert_eq!(exported_reads, READS, "every read is in the export");
+    let again = s.reopen().await;
+    let count: Value = again
+        .get(&format!(
+            "AuditEvent?subtype=read&entity=Patient/{p}&_summary=count"
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(count["total"], READS, "every read is in the trail");
+}
