@@ -1,5 +1,5 @@
 //! Load generator: drives a running Hearth with N concurrent connections and prints
-//! throughput and p50/p95/p99 latency for create, read and update of Patients. With
+//! throughput and p50/p95/p99 latency for create, read, search and update of Patients. With
 //! `--raw-postgres URL` it runs the same work as raw SQL against PostgreSQL instead (the same
 //! insert of a resource row, its version row and its search index rows; one select by key), so Hearth can be stated
 //! as a ratio of what the database alone does. With `--pid` it samples the server's resident
@@ -165,6 +165,27 @@ async fn http(args: Args) {
     })
     .await;
     report("read", conns, lat, wall, err);
+
+    // A search by identifier (one match), and one by family name with a page of results.
+    let (c, b) = (clients.clone(), base.clone());
+    let n = args.requests;
+    let (lat, wall, err) = drive(conns, args.requests, move |w, i| {
+        let (c, b) = (c.clone(), b.clone());
+        async move {
+            let k = (i * 7919) % n;
+            let query = if i % 2 == 0 {
+                format!("identifier=http://example.org/mrn|MRN{k:08}")
+            } else {
+                format!("family=Family{}&_count=20", k / 10)
+            };
+            match c[w].get(format!("{b}/Patient?{query}")).send().await {
+                Ok(r) if r.status() == 200 => r.bytes().await.is_ok(),
+                _ => false,
+            }
+        }
+    })
+    .await;
+    report("search", conns, lat, wall, err);
 
     let (c, b, i2) = (clients.clone(), base.clone(), ids.clone());
     let (lat, wall, err) = drive(conns, args.requests, move |w, i| {

@@ -16,8 +16,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use super::chain::link_hash;
 use super::event::{Agent, Event};
 use crate::error::Result;
-use crate::fhir::id::new_id;
-use crate::store::{ResourceStore, Store, Write};
+use crate::store::Store;
 
 /// How the trail is kept (from `Config`).
 #[derive(Debug, Clone)]
@@ -31,7 +30,8 @@ pub struct AuditSettings {
 }
 
 enum Message {
-    Event(Value),
+    /// An event and when it happened (small: the resource is made by the writer).
+    Event(Box<Event>, chrono::DateTime<chrono::Utc>),
     /// Answered once everything queued before it is stored.
     Flush(oneshot::Sender<()>),
 }
@@ -76,7 +76,7 @@ impl AuditLog {
             export: Mutex::new(export),
             tasks: Default::default(),
         });
-        let writer = tokio::spawn(write_loop(store, rx));
+        let writer = tokio::spawn(write_loop(store, log.server.clone(), rx));
         let sealer = {
             let log = log.clone();
             tokio::spawn(async move {
@@ -111,8 +111,8 @@ impl AuditLog {
         if !self.enabled {
             return;
         }
-        let resource = self.resource(&event);
-        if self.queue.send(Message::Event(resource)).await.is_err() {
+        let message = Message::Event(Box::new(event), chrono::Utc::now());
+        if self.queue.send(message).await.is_err() {
             tracing::error!("an audit event arrived after the audit writer stopped");
         }
     }
@@ -193,14 +193,14 @@ impl AuditLog {
 }
 
 /// Drains the queue in batches, each one transaction, retried until the database takes it.
-async fn write_loop(store: Store, mut rx: mpsc::Receiver<Message>) {
+async fn write_loop(store: Store, server: String, mut rx: mpsc::Receiver<Message>) {
     let mut events = Vec::with_capacity(BATCH);
     let mut flushes = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
-                Message::Event(e) => events.push(e),
+                Message::Event(e, recorded) => events.push(e.to_resource(&server, recorded)),
                 Message::Flush(f) => flushes.push(f),
             }
             if events.len() < BATCH {
@@ -208,26 +208,12 @@ async fn write_loop(store: Store, mut rx: mpsc::Receiver<Message>) {
             }
         }
         if !events.is_empty() {
-            let writes: Vec<(usize, Write)> = events
-                .drain(..)
-                .enumerate()
-                .map(|(n, body)| {
-                    (
-                        n,
-                        Write::Create {
-                            resource_type: "AuditEvent".into(),
-                            id: new_id(),
-                            body,
-                            unless: None,
-                        },
-                    )
-                })
-                .collect();
+            let batch: Vec<Value> = std::mem::take(&mut events);
             let mut wait = Duration::from_millis(100);
-            while let Err(e) = store.transaction(writes.clone(), None).await {
+            while let Err(e) = store.append_audit_events(batch.clone()).await {
                 tracing::warn!(
                     error = e.message(),
-                    events = writes.len(),
+                    events = batch.len(),
                     "audit events not stored yet; retrying"
                 );
                 tokio::time::sleep(wait).await;

@@ -88,7 +88,14 @@ pub struct AuthServer {
     pub keys: KeyRing,
     /// Revoked access tokens (`jti` → expiry), refreshed from the database.
     pub(super) revoked: RwLock<HashMap<String, i64>>,
+    /// Tokens whose signature was verified already: the principal, its expiry and `jti`.
+    /// Verifying an ES256 signature costs more than a whole read; a client sends the same
+    /// token for its whole lifetime.
+    verified: RwLock<HashMap<String, (Principal, i64, String)>>,
 }
+
+/// The most verified tokens remembered (the cache is emptied when full).
+const VERIFIED_TOKENS: usize = 10_000;
 
 pub(super) fn now() -> i64 {
     chrono::Utc::now().timestamp()
@@ -149,6 +156,7 @@ impl AuthServer {
             settings,
             keys: KeyRing::default(),
             revoked: RwLock::new(HashMap::new()),
+            verified: RwLock::new(HashMap::new()),
         };
         server.maintain().await?;
         Ok(server)
@@ -209,16 +217,47 @@ impl AuthServer {
     /// Verifies a bearer token: signature by one of Hearth's keys, audience, issuer, expiry,
     /// not revoked. The reason of a refusal is for the `WWW-Authenticate` header.
     pub async fn authenticate(&self, token: &str) -> std::result::Result<Principal, String> {
+        let remembered = self
+            .verified
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(token)
+            .cloned();
+        if let Some((principal, exp, jti)) = remembered {
+            if exp <= now() {
+                return Err("the token has expired".into());
+            }
+            if self.is_revoked(&jti) {
+                return Err("the token has been revoked".into());
+            }
+            return Ok(principal);
+        }
         let claims = self.verify_access_token(token, true).await?;
         let scopes = scope::parse_list(&claims.scope).map_err(|e| e.to_string())?;
-        Ok(Principal {
+        let principal = Principal {
             subject: claims.sub,
             role: claims.role,
             fhir_user: claims.fhir_user,
             client_id: claims.client_id,
             scopes,
             patient: claims.patient,
-        })
+        };
+        let mut verified = self.verified.write().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= VERIFIED_TOKENS {
+            verified.clear();
+        }
+        verified.insert(
+            token.to_string(),
+            (principal.clone(), claims.exp, claims.jti),
+        );
+        Ok(principal)
+    }
+
+    fn is_revoked(&self, jti: &str) -> bool {
+        self.revoked
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(jti)
     }
 
     pub(super) async fn verify_access_token(
@@ -246,12 +285,7 @@ impl AuthServer {
             Refused::UnknownKey => "the token is signed by an unknown key".to_string(),
             Refused::Invalid(why) => format!("the token is not valid: {why}"),
         })?;
-        if self
-            .revoked
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(&claims.jti)
-        {
+        if self.is_revoked(&claims.jti) {
             return Err("the token has been revoked".into());
         }
         Ok(claims)

@@ -121,7 +121,9 @@ impl Registry {
             let bundle: Value =
                 serde_json::from_str(include_str!("../../conformance/search-parameters.json"))
                     .expect("conformance/search-parameters.json is valid JSON");
-            Registry::from_bundle(&bundle)
+            let mut registry = Registry::from_bundle(&bundle);
+            registry.trim_audit_event();
+            registry
         });
         &R4
     }
@@ -157,6 +159,18 @@ impl Registry {
             }
         }
         registry
+    }
+
+    /// AuditEvents are the most written resources (one per access): they are indexed for
+    /// the parameters the audit trail is searched by (Basic Audit Log Patterns: patient,
+    /// agent, entity, date, type, subtype, action, outcome) and the common `_` ones only.
+    fn trim_audit_event(&mut self) {
+        const KEPT: [&str; 8] = [
+            "patient", "agent", "entity", "date", "type", "subtype", "action", "outcome",
+        ];
+        if let Some(params) = self.by_type.get_mut("AuditEvent") {
+            params.retain(|code, _| code.starts_with('_') || KEPT.contains(&code.as_str()));
+        }
     }
 
     fn add(&mut self, param: Arc<SearchParam>, bases: &[&str]) {

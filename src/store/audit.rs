@@ -35,6 +35,31 @@ pub(super) async fn enqueue_pg(
     Ok(())
 }
 
+/// [`enqueue_pg`] for a batch of new AuditEvents (resource keys and bodies), in one statement.
+pub(super) async fn enqueue_many_pg(
+    conn: &mut sqlx::PgConnection,
+    events: &[(i64, &Value)],
+    written: DateTime<Utc>,
+) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<i64> = events.iter().map(|(k, _)| *k).collect();
+    let recorded: Vec<i64> = events
+        .iter()
+        .map(|(_, b)| recorded_ms(b, written))
+        .collect();
+    sqlx::query(
+        "INSERT INTO audit_chain (key, recorded) SELECT * FROM unnest($1::bigint[], $2::bigint[])",
+    )
+    .bind(&keys)
+    .bind(&recorded)
+    .execute(conn)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
 /// [`enqueue_pg`] for SQLite.
 pub(super) async fn enqueue_sqlite(
     conn: &mut sqlx::SqliteConnection,
@@ -106,6 +131,15 @@ macro_rules! in_transaction {
 }
 
 impl Store {
+    /// Stores a batch of new AuditEvents (each gets a fresh id) in one transaction, queued
+    /// for the chain.
+    pub async fn append_audit_events(&self, bodies: Vec<Value>) -> Result<()> {
+        match self {
+            Store::Postgres(s) => s.append_many("AuditEvent", bodies).await,
+            Store::Sqlite(s) => s.append_many("AuditEvent", bodies).await,
+        }
+    }
+
     /// Links up to `limit` queued AuditEvents into the chain, in the order they were stored,
     /// with `link_hash(prev, body_text)`. Answers the sealed events' stored text, in chain
     /// order (for an export stream).
@@ -136,25 +170,17 @@ impl Store {
             .fetch_all(&mut *tx)
             .await
             .map_err(db_error)?;
+            let mut links = Vec::with_capacity(queued.len());
             let mut sealed = Vec::with_capacity(queued.len());
             for row in queued {
                 let key: i64 = row.try_get(0).map_err(db_error)?;
                 let body: String = row.try_get(1).map_err(db_error)?;
                 seq += 1;
                 let hash = link_hash(&prev, &body);
-                sqlx::query(sqlx::AssertSqlSafe(sql(
-                    "UPDATE audit_chain SET seq = $2, prev = $3, hash = $4 WHERE key = $1",
-                )))
-                .bind(key)
-                .bind(seq)
-                .bind(&prev)
-                .bind(&hash)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
-                prev = hash;
+                links.push((key, seq, std::mem::replace(&mut prev, hash.clone()), hash));
                 sealed.push(body);
             }
+            link_all(&mut *tx, links).await?;
             Ok(sealed)
         })
     }
@@ -262,6 +288,56 @@ impl Store {
             Ok((removed, anchor))
         })
     }
+}
+
+/// Writes the chain positions and hashes of a sealing batch: one statement on PostgreSQL.
+trait LinkAll {
+    async fn link_all(&mut self, links: Vec<(i64, i64, String, String)>) -> Result<()>;
+}
+
+impl LinkAll for sqlx::PgConnection {
+    async fn link_all(&mut self, links: Vec<(i64, i64, String, String)>) -> Result<()> {
+        let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (key, seq, prev, hash) in links {
+            columns.0.push(key);
+            columns.1.push(seq);
+            columns.2.push(prev);
+            columns.3.push(hash);
+        }
+        sqlx::query(
+            "UPDATE audit_chain c SET seq = u.seq, prev = u.prev, hash = u.hash
+             FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) AS u(key, seq, prev, hash)
+             WHERE c.key = u.key",
+        )
+        .bind(&columns.0)
+        .bind(&columns.1)
+        .bind(&columns.2)
+        .bind(&columns.3)
+        .execute(self)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+}
+
+impl LinkAll for sqlx::SqliteConnection {
+    async fn link_all(&mut self, links: Vec<(i64, i64, String, String)>) -> Result<()> {
+        for (key, seq, prev, hash) in links {
+            sqlx::query("UPDATE audit_chain SET seq = ?2, prev = ?3, hash = ?4 WHERE key = ?1")
+                .bind(key)
+                .bind(seq)
+                .bind(prev)
+                .bind(hash)
+                .execute(&mut *self)
+                .await
+                .map_err(db_error)?;
+        }
+        Ok(())
+    }
+}
+
+async fn link_all<C: LinkAll>(conn: &mut C, links: Vec<(i64, i64, String, String)>) -> Result<()> {
+    conn.link_all(links).await
 }
 
 enum AnyRow {

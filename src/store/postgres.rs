@@ -259,6 +259,68 @@ async fn insert_new(
 }
 
 impl PgStore {
+    /// Creates many new resources of one type in one transaction and a handful of
+    /// statements (the audit writer's batches), whatever their number.
+    pub(super) async fn append_many(
+        &self,
+        resource_type: &str,
+        mut bodies: Vec<Value>,
+    ) -> Result<()> {
+        let last_updated = now();
+        let ids: Vec<String> = bodies.iter().map(|_| new_id()).collect();
+        let mut texts = Vec::with_capacity(bodies.len());
+        for (body, id) in bodies.iter_mut().zip(&ids) {
+            stamp(body, id, 1, last_updated);
+            texts.push(
+                serde_json::to_string(body)
+                    .map_err(|e| Error::internal(format!("cannot serialise a resource: {e}")))?,
+            );
+        }
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "WITH r AS (
+                INSERT INTO resource (type, id, version, last_updated, body)
+                SELECT $1, i, 1, $2, b::jsonb FROM unnest($3::text[], $4::text[]) AS t(i, b)
+                RETURNING key, id, body),
+             v AS (
+                INSERT INTO resource_version (key, type, id, version, last_updated, method, body)
+                SELECT key, $1, id, 1, $2, 'POST', body FROM r)
+             SELECT key, id FROM r",
+        )
+        .bind(resource_type)
+        .bind(last_updated)
+        .bind(&ids)
+        .bind(&texts)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let keys: std::collections::HashMap<&str, i64> =
+            rows.iter().map(|(key, id)| (id.as_str(), *key)).collect();
+        let mut pending = Pending::new();
+        let mut chained = Vec::new();
+        for (body, id) in bodies.iter().zip(&ids) {
+            let key = *keys
+                .get(id.as_str())
+                .ok_or_else(|| Error::internal("a freshly generated id was already taken"))?;
+            index_later(
+                &mut tx,
+                &self.indexer,
+                &mut pending,
+                key,
+                resource_type,
+                Some(body),
+                true,
+            )
+            .await?;
+            if resource_type == "AuditEvent" {
+                chained.push((key, body));
+            }
+        }
+        flush(&mut tx, &mut pending).await?;
+        audit::enqueue_many_pg(&mut tx, &chained, last_updated).await?;
+        tx.commit().await.map_err(db_error)
+    }
+
     /// Writes what `trail` makes of `done` in `tx`: new resources, each with a fresh id.
     async fn append_trail(
         &self,

@@ -264,6 +264,32 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// Creates many new resources of one type in one transaction (the audit writer's
+    /// batches).
+    pub(super) async fn append_many(&self, resource_type: &str, bodies: Vec<Value>) -> Result<()> {
+        let _writing = self.writer.lock().await;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_error)?;
+        let last_updated = now();
+        for mut body in bodies {
+            let id = new_id();
+            stamp(&mut body, &id, 1, last_updated);
+            let v = Version {
+                resource_type: resource_type.to_string(),
+                id,
+                version: 1,
+                last_updated,
+                method: Method::Post,
+                body: Some(body),
+            };
+            self.write(&mut tx, None, &v).await?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+
     /// Writes what `trail` makes of `done` in `conn`: new resources, each with a fresh id.
     async fn append_trail(
         &self,
