@@ -45,6 +45,8 @@ pub enum IssueType {
     Informational,
     TooCostly,
     MultipleMatches,
+    /// A business rule was broken (a Slot over, times that disagree).
+    BusinessRule,
 }
 
 impl IssueType {
@@ -69,6 +71,7 @@ impl IssueType {
             IssueType::Informational => "informational",
             IssueType::TooCostly => "too-costly",
             IssueType::MultipleMatches => "multiple-matches",
+            IssueType::BusinessRule => "business-rule",
         }
     }
 }

@@ -763,6 +763,18 @@ async fn guard_write(state: &AppState, access: &Access, w: &Write) -> Result<()>
     if !matches!(w, Write::Create { .. }) {
         super::rest::append_only(w.resource_type())?;
     }
+    // Booking a Slot changes the Slot too: that is done by `POST`/`PUT Appointment`.
+    if let Write::Create { body, .. } | Write::Update { body, .. } = w {
+        let with_slots = crate::scheduling::booking::slot_ids(body).map_or(true, |s| !s.is_empty());
+        if w.resource_type() == "Appointment" && with_slots {
+            return Err(Error::new(
+                ErrorKind::Unprocessable,
+                IssueType::BusinessRule,
+                "an Appointment with slots is booked by POST or PUT of the Appointment itself, \
+                 not inside a Bundle (the Slots change with it)",
+            ));
+        }
+    }
     match w {
         Write::Create {
             resource_type,

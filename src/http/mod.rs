@@ -13,6 +13,7 @@ pub mod ops;
 pub mod reply;
 pub mod request;
 pub mod rest;
+pub mod scheduling;
 pub mod search;
 
 use std::sync::Arc;

@@ -12,6 +12,7 @@ use super::format::read_resource;
 use super::guard;
 use super::reply::Reply;
 use super::request::FhirRequest;
+use super::scheduling;
 use super::AppState;
 use crate::auth::scope::Interaction;
 use crate::error::{Error, ErrorKind, Result};
@@ -90,6 +91,9 @@ pub async fn create(
         )
         .await?;
         let v = match req.header(HeaderName::from_static("if-none-exist")) {
+            None if resource_type == "Appointment" => {
+                return scheduling::write_appointment(&state, &req, None, resource, None).await;
+            }
             None => {
                 let trail = audit::trail(&state, &req, "create");
                 state
@@ -191,6 +195,9 @@ async fn update_at(
         Some(&resource),
     )
     .await?;
+    if resource_type == "Appointment" {
+        return scheduling::write_appointment(state, req, Some(id), resource, expected).await;
+    }
     let trail = audit::trail(state, req, code);
     let updated = state
         .store
@@ -264,6 +271,19 @@ async fn delete_at(
     )
     .await?;
     let trail = audit::trail(state, req, "delete");
+    if resource_type == "Appointment" {
+        // Deleting an Appointment frees its Slots, in the same transaction.
+        let mut writes = scheduling::release_on_delete(state, id).await?;
+        writes.push(Write::Delete {
+            resource_type: resource_type.into(),
+            id: id.into(),
+            expected,
+        });
+        let numbered = writes.into_iter().enumerate().collect();
+        let each = audit::trail(state, req, "");
+        let written = state.store.transaction(numbered, Some(&each)).await?;
+        return Ok(written.into_iter().last().and_then(|w| w.version));
+    }
     let deleted = state
         .store
         .delete(resource_type, id, expected, Some(&trail))

@@ -1,0 +1,263 @@
+//! Booking Slots with Appointments over HTTP, on both backends: booking marks the Slot busy,
+//! a second booking of it is `409`, however many arrive at once exactly one succeeds,
+//! cancelling, deleting and rescheduling free and move the booking atomically, and bad
+//! bookings are refused with nothing written.
+//! <https://hl7.org/fhir/R4/appointment.html>, <https://hl7.org/fhir/R4/slot.html>
+
+mod common;
+
+use chrono::{Duration, Utc};
+use common::{expect_outcome, Server};
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+on_both_backends!(
+    booking_marks_the_slot_busy_and_cancelling_frees_it,
+    concurrent_bookings_of_one_slot_succeed_once,
+    rescheduling_moves_the_booking_atomically,
+    bad_bookings_are_refused_and_write_nothing,
+);
+
+fn instant(t: chrono::DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A Schedule and `n` free 30-minute Slots starting tomorrow (or `offset_hours` from now).
+async fn slots(s: &Server, n: usize, offset_hours: i64) -> Vec<String> {
+    let schedule = s
+        .create(&json!({"resourceType": "Schedule", "active": true,
+            "actor": [{"reference": "Practitioner/dr-1"}]}))
+        .await;
+    let first = Utc::now() + Duration::hours(offset_hours);
+    let first = first - Duration::seconds(first.timestamp() % 60);
+    let mut ids = Vec::new();
+    for i in 0..n as i64 {
+        let start = first + Duration::minutes(30 * i);
+        let slot = s
+            .create(&json!({"resourceType": "Slot", "status": "free",
+                "schedule": {"reference": format!("Schedule/{}", schedule["id"].as_str().unwrap())},
+                "start": instant(start), "end": instant(start + Duration::minutes(30))}))
+            .await;
+        ids.push(slot["id"].as_str().unwrap().to_string());
+    }
+    ids
+}
+
+fn appointment(slots: &[&str], patient: &str, status: &str) -> Value {
+    json!({"resourceType": "Appointment", "status": status,
+        "slot": slots.iter().map(|s| json!({"reference": format!("Slot/{s}")})).collect::<Vec<_>>(),
+        "participant": [
+            {"actor": {"reference": format!("Patient/{patient}")}, "status": "accepted"},
+            {"actor": {"reference": "Practitioner/dr-1"}, "status": "accepted"}]})
+}
+
+async fn slot_status(s: &Server, id: &str) -> String {
+    let slot: Value = s.get(&format!("Slot/{id}")).await.json().await.unwrap();
+    slot["status"].as_str().unwrap().to_string()
+}
+
+async fn appointments_on(s: &Server, slot: &str) -> Vec<Value> {
+    let bundle: Value = s
+        .get(&format!(
+            "Appointment?slot=Slot/{slot}&status=pending,booked,arrived,fulfilled,checked-in"
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
+    bundle["entry"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| e["resource"].clone())
+        .collect()
+}
+
+async fn booking_marks_the_slot_busy_and_cancelling_frees_it(s: &Server) {
+    let ids = slots(s, 1, 24).await;
+    let slot = ids[0].as_str();
+    let r = s
+        .post_json("Appointment", &appointment(&[slot], "p1", "booked"))
+        .await;
+    assert_eq!(r.status(), 201);
+    let booked: Value = r.json().await.unwrap();
+    // The times come from the Slot when the Appointment leaves them out.
+    let stored_slot: Value = s.get(&format!("Slot/{slot}")).await.json().await.unwrap();
+    assert_eq!(booked["start"], stored_slot["start"]);
+    assert_eq!(booked["end"], stored_slot["end"]);
+    assert_eq!(slot_status(s, slot).await, "busy");
+
+    // A second booking of the busy Slot is a conflict, and writes nothing.
+    let second = s
+        .post_json("Appointment", &appointment(&[slot], "p2", "booked"))
+        .await;
+    let outcome = expect_outcome(second, 409).await;
+    assert!(outcome.to_string().contains("not free"), "{outcome}");
+    assert_eq!(appointments_on(s, slot).await.len(), 1);
+
+    // Cancelling frees the Slot; then it can be booked again.
+    let id = booked["id"].as_str().unwrap();
+    let mut cancelled = booked.clone();
+    cancelled["status"] = json!("cancelled");
+    assert_eq!(
+        s.put_json(&format!("Appointment/{id}"), &cancelled)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(slot_status(s, slot).await, "free");
+    let again = s
+        .post_json("Appointment", &appointment(&[slot], "p2", "pending"))
+        .await;
+    assert_eq!(again.status(), 201);
+    assert_eq!(slot_status(s, slot).await, "busy");
+
+    // Deleting the Appointment frees its Slot too.
+    let again: Value = again.json().await.unwrap();
+    let deleted = s
+        .client
+        .delete(s.url(&format!("Appointment/{}", again["id"].as_str().unwrap())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(slot_status(s, slot).await, "free");
+}
+
+async fn concurrent_bookings_of_one_slot_succeed_once(s: &Server) {
+    let ids = slots(s, 1, 48).await;
+    let slot = ids[0].clone();
+    const ATTEMPTS: usize = 24;
+    let statuses: Vec<u16> = futures::stream::iter(0..ATTEMPTS)
+        .map(|i| {
+            let (s, slot) = (&s, &slot);
+            async move {
+                s.post_json(
+                    "Appointment",
+                    &appointment(&[slot.as_str()], &format!("p{i}"), "booked"),
+                )
+                .await
+                .status()
+                .as_u16()
+            }
+        })
+        .buffer_unordered(ATTEMPTS)
+        .collect()
+        .await;
+    assert_eq!(
+        statuses.iter().filter(|st| **st == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|st| *st == 201 || *st == 409),
+        "{statuses:?}"
+    );
+    assert_eq!(appointments_on(s, &slot).await.len(), 1);
+    assert_eq!(slot_status(s, &slot).await, "busy");
+}
+
+async fn rescheduling_moves_the_booking_atomically(s: &Server) {
+    let ids = slots(s, 3, 72).await;
+    let (a, b, c) = (ids[0].as_str(), ids[1].as_str(), ids[2].as_str());
+    let booked: Value = s
+        .post_json("Appointment", &appointment(&[a], "p1", "booked"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = booked["id"].as_str().unwrap();
+    // Someone else holds c.
+    assert_eq!(
+        s.post_json("Appointment", &appointment(&[c], "p2", "booked"))
+            .await
+            .status(),
+        201
+    );
+
+    // Moving to b frees a and books b in one write.
+    let mut moved = appointment(&[b], "p1", "booked");
+    moved["id"] = json!(id);
+    assert_eq!(
+        s.put_json(&format!("Appointment/{id}"), &moved)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(slot_status(s, a).await, "free");
+    assert_eq!(slot_status(s, b).await, "busy");
+
+    // Moving to the taken c fails and changes nothing.
+    let mut clash = appointment(&[c], "p1", "booked");
+    clash["id"] = json!(id);
+    expect_outcome(s.put_json(&format!("Appointment/{id}"), &clash).await, 409).await;
+    assert_eq!(slot_status(s, b).await, "busy");
+    assert_eq!(slot_status(s, a).await, "free");
+    let current: Value = s
+        .get(&format!("Appointment/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(current["slot"][0]["reference"], format!("Slot/{b}"));
+}
+
+async fn bad_bookings_are_refused_and_write_nothing(s: &Server) {
+    let future = slots(s, 1, 96).await;
+    let past = slots(s, 1, -5).await;
+    let refused = [
+        (
+            appointment(&["no-such-slot"], "p1", "booked"),
+            422,
+            "does not exist",
+        ),
+        (
+            appointment(&[past[0].as_str()], "p1", "booked"),
+            422,
+            "is over",
+        ),
+        (
+            {
+                let mut a = appointment(&[future[0].as_str()], "p1", "booked");
+                a["start"] = json!("2001-01-01T00:00:00Z");
+                a
+            },
+            422,
+            "Appointment.start",
+        ),
+        (
+            json!({"resourceType": "Appointment", "status": "booked",
+                "slot": [{"reference": "http://elsewhere.example/fhir/Slot/1"}],
+                "participant": [{"actor": {"reference": "Patient/p1"}, "status": "accepted"}]}),
+            400,
+            "Slot/[id]",
+        ),
+    ];
+    for (body, status, words) in refused {
+        let outcome = expect_outcome(s.post_json("Appointment", &body).await, status).await;
+        assert!(outcome.to_string().contains(words), "{words}: {outcome}");
+    }
+    // Inside a Bundle an Appointment could not change its Slots: refused, not half done.
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": appointment(&[future[0].as_str()], "p1", "booked"),
+         "request": {"method": "POST", "url": "Appointment"}}]});
+    let outcome = expect_outcome(s.post_json("", &bundle).await, 422).await;
+    assert!(
+        outcome.to_string().contains("not inside a Bundle"),
+        "{outcome}"
+    );
+    assert_eq!(s.version_count("Appointment").await, 0, "nothing written");
+    assert_eq!(slot_status(s, &future[0]).await, "free");
+    // A proposed Appointment holds no slot: the Slot stays free.
+    assert_eq!(
+        s.post_json(
+            "Appointment",
+            &appointment(&[future[0].as_str()], "p1", "proposed")
+        )
+        .await
+        .status(),
+        201
+    );
+    assert_eq!(slot_status(s, &future[0]).await, "free");
+}
