@@ -16,6 +16,7 @@ on_both_backends!(
     concurrent_bookings_of_one_slot_succeed_once,
     rescheduling_moves_the_booking_atomically,
     bad_bookings_are_refused_and_write_nothing,
+    slot_generation_follows_working_hours_and_is_idempotent,
 );
 
 fn instant(t: chrono::DateTime<Utc>) -> String {
@@ -260,4 +261,120 @@ async fn bad_bookings_are_refused_and_write_nothing(s: &Server) {
         201
     );
     assert_eq!(slot_status(s, &future[0]).await, "free");
+}
+
+/// The next Monday at least a week away.
+fn a_future_monday() -> chrono::NaiveDate {
+    use chrono::Datelike;
+    let mut d = (Utc::now() + Duration::days(7)).date_naive();
+    while d.weekday() != chrono::Weekday::Mon {
+        d = d.succ_opt().unwrap();
+    }
+    d
+}
+
+async fn generate(s: &Server, schedule: &str, start: &str, end: &str) -> reqwest::Response {
+    s.client
+        .post(s.url(&format!(
+            "Schedule/{schedule}/$generate-slots?start={start}&end={end}"
+        )))
+        .send()
+        .await
+        .unwrap()
+}
+
+fn created_and_existing(p: &Value) -> (i64, i64) {
+    let get = |n: &str| {
+        p["parameter"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == n)
+            .unwrap()["valueInteger"]
+            .as_i64()
+            .unwrap()
+    };
+    (get("created"), get("existing"))
+}
+
+async fn slot_generation_follows_working_hours_and_is_idempotent(s: &Server) {
+    let monday = a_future_monday();
+    let wednesday = monday + Duration::days(2);
+    s.put_json(
+        "PractitionerRole/gp-role",
+        &json!({"resourceType": "PractitionerRole", "id": "gp-role", "active": true,
+            "practitioner": {"reference": "Practitioner/dr-g"},
+            "availableTime": [
+                {"daysOfWeek": ["mon", "tue", "wed", "thu", "fri"],
+                 "availableStartTime": "09:00:00", "availableEndTime": "12:00:00"},
+                {"daysOfWeek": ["mon", "tue", "wed", "thu", "fri"],
+                 "availableStartTime": "13:00:00", "availableEndTime": "15:00:00",
+                 "extension": [{"url": "http://hearth.health/fhir/StructureDefinition/slot-length",
+                    "valueDuration": {"value": 60, "unit": "min", "system": "http://unitsofmeasure.org", "code": "min"}}]}],
+            "notAvailable": [{"description": "Training day",
+                "during": {"start": wednesday.to_string(), "end": wednesday.to_string()}}]}),
+    )
+    .await;
+    s.put_json(
+        "Schedule/gp",
+        &json!({"resourceType": "Schedule", "id": "gp", "active": true,
+            "actor": [{"reference": "Practitioner/dr-g"}]}),
+    )
+    .await;
+    let (start, end) = (monday.to_string(), (monday + Duration::days(7)).to_string());
+
+    // Mon-Fri, 6 half-hours and 2 hours a day, but not on the Wednesday of leave.
+    let first: Value = generate(s, "gp", &start, &end).await.json().await.unwrap();
+    assert_eq!(created_and_existing(&first), (32, 0));
+    let bundle: Value = s
+        .get("Slot?schedule=Schedule/gp&_count=100&_sort=start")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let slots = bundle["entry"].as_array().unwrap();
+    assert_eq!(slots.len(), 32);
+    assert_eq!(slots[0]["resource"]["start"], format!("{monday}T09:00:00Z"));
+    assert!(slots.iter().all(|e| !e["resource"]["start"]
+        .as_str()
+        .unwrap()
+        .starts_with(&wednesday.to_string())));
+
+    // Booking one, then generating again: nothing new, the booking untouched.
+    let slot = slots[3]["resource"]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        s.post_json(
+            "Appointment",
+            &appointment(&[slot.as_str()], "p1", "booked")
+        )
+        .await
+        .status(),
+        201
+    );
+    let again: Value = generate(s, "gp", &start, &end).await.json().await.unwrap();
+    assert_eq!(created_and_existing(&again), (0, 32));
+    assert_eq!(slot_status(s, &slot).await, "busy");
+    let count: Value = s
+        .get("Slot?schedule=Schedule/gp&_summary=count")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(count["total"], 32, "no duplicates");
+
+    // Bad requests, and availability that overlaps.
+    expect_outcome(generate(s, "gp", &end, &start).await, 400).await;
+    expect_outcome(generate(s, "gp", &start, "2099-12-31").await, 400).await;
+    expect_outcome(generate(s, "gp", "monday", &end).await, 400).await;
+    expect_outcome(generate(s, "nope", &start, &end).await, 404).await;
+    s.put_json(
+        "PractitionerRole/gp-extra",
+        &json!({"resourceType": "PractitionerRole", "id": "gp-extra",
+            "practitioner": {"reference": "Practitioner/dr-g"},
+            "availableTime": [{"daysOfWeek": ["tue"],
+                "availableStartTime": "11:00:00", "availableEndTime": "14:00:00"}]}),
+    )
+    .await;
+    let outcome = expect_outcome(generate(s, "gp", &start, &end).await, 422).await;
+    assert!(outcome.to_string().contains("overlaps"), "{outcome}");
 }

@@ -98,7 +98,10 @@ pub fn router(state: AppState) -> Router {
                 .patch(rest::patch),
         )
         .route("/{type}/{id}/_history", g(history::instance))
-        .route("/{type}/{id}/{compartment_type}", g(search::compartment))
+        .route(
+            "/{type}/{id}/{compartment_type}",
+            g(search::compartment).post(scheduling::instance_operation),
+        )
         .route("/{type}/{id}/_history/{vid}", g(rest::vread))
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()

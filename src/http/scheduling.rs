@@ -171,3 +171,215 @@ pub async fn release_on_delete(state: &AppState, id: &str) -> Result<Vec<Write>>
     };
     freeing(state, &held).await
 }
+
+/// `POST [base]/[type]/[id]/$[operation]`: the instance operations.
+pub async fn instance_operation(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: FhirRequest,
+    axum::extract::Path((resource_type, id, operation)): axum::extract::Path<(
+        String,
+        String,
+        String,
+    )>,
+) -> axum::response::Response {
+    let result = match (resource_type.as_str(), operation.as_str()) {
+        ("Schedule", "$generate-slots") => generate_slots(&state, &req, &id).await,
+        _ => Err(Error::not_found(format!(
+            "there is no operation {operation} on {resource_type}"
+        ))),
+    };
+    req.respond(result)
+}
+
+/// The longest period one `$generate-slots` call covers.
+const MAX_GENERATION_DAYS: i64 = 366;
+
+/// A Slot id that is the same whenever the same Schedule gets a slot at the same start, so
+/// that two generations cannot both create it.
+fn slot_id(schedule: &str, start: chrono::DateTime<chrono::Utc>) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{schedule}|{}", start.timestamp()).as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("slot-{hex}")
+}
+
+/// `POST Schedule/[id]/$generate-slots?start=YYYY-MM-DD&end=YYYY-MM-DD`: creates the free
+/// Slots of the Schedule's practitioners' working hours on those days (`end` excluded),
+/// within its planning horizon, leaving out leave and every start that already has a Slot
+/// (booked or not): running it twice creates nothing the second time. Answers a Parameters
+/// with how many Slots were `created` and how many `existing` ones were kept.
+async fn generate_slots(state: &AppState, req: &FhirRequest, id: &str) -> Result<Reply> {
+    use crate::auth::scope::Interaction;
+    use crate::scheduling::availability;
+    use chrono::NaiveDate;
+
+    let limits = req.access.decide("Slot", Interaction::Create)?;
+    if limits.patient.is_some() || !limits.query.is_empty() {
+        return Err(Error::forbidden(
+            "generating Slots needs an unrestricted scope to create Slots",
+        ));
+    }
+    let param = |name: &str| -> Result<NaiveDate> {
+        let text = req
+            .params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .ok_or_else(|| {
+                Error::bad_request(format!("{name} (a date, YYYY-MM-DD) is required"))
+            })?;
+        NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+            Error::bad_request(format!("{name} must be a date (YYYY-MM-DD), not '{text}'"))
+        })
+    };
+    let (from, to) = (param("start")?, param("end")?);
+    if to <= from {
+        return Err(Error::bad_request("end must be after start"));
+    }
+    if (to - from).num_days() > MAX_GENERATION_DAYS {
+        return Err(Error::bad_request(format!(
+            "one call generates at most {MAX_GENERATION_DAYS} days"
+        )));
+    }
+    let schedule = state
+        .store
+        .read("Schedule", id)
+        .await?
+        .and_then(|v| v.body)
+        .ok_or_else(|| Error::not_found(format!("Schedule/{id} does not exist")))?;
+    // The planning horizon bounds what may be generated.
+    let day = |v: &Value| {
+        v.as_str()
+            .and_then(|t| NaiveDate::parse_from_str(t.get(..10)?, "%Y-%m-%d").ok())
+    };
+    let from = match day(&schedule["planningHorizon"]["start"]) {
+        Some(h) if h > from => h,
+        _ => from,
+    };
+    let to = match day(&schedule["planningHorizon"]["end"]) {
+        Some(h) if h.succ_opt().is_some_and(|next| next < to) => h.succ_opt().unwrap_or(to),
+        _ => to,
+    };
+    // The practitioners' working hours: PractitionerRole actors, or the roles of
+    // Practitioner actors.
+    let mut roles = Vec::new();
+    for actor in schedule["actor"].as_array().into_iter().flatten() {
+        let reference = actor["reference"].as_str().unwrap_or("");
+        if let Some(role_id) = reference.strip_prefix("PractitionerRole/") {
+            if let Some(body) = state
+                .store
+                .read("PractitionerRole", role_id)
+                .await?
+                .and_then(|v| v.body)
+            {
+                roles.push(body);
+            }
+        } else if reference.starts_with("Practitioner/") {
+            let search = crate::search::query::parse(
+                &state.store.indexer().registry(),
+                &state.base_url,
+                "PractitionerRole",
+                &[("practitioner".into(), reference.to_string())],
+                false,
+            )
+            .map_err(super::search::param_error)?;
+            roles.extend(
+                state
+                    .store
+                    .matches(&search, 100)
+                    .await?
+                    .into_iter()
+                    .filter_map(|v| v.body),
+            );
+        }
+    }
+    let mut hours = Vec::new();
+    let mut leave = Vec::new();
+    for role in &roles {
+        hours.extend(availability::hours(role).map_err(unprocessable)?);
+        leave.extend(availability::leave(role));
+    }
+    if hours.is_empty() {
+        return Err(unprocessable(format!(
+            "Schedule/{id} has no working hours: give its PractitionerRole an availableTime"
+        )));
+    }
+    availability::check_overlaps(&hours).map_err(unprocessable)?;
+    let wanted = if to > from {
+        availability::slots(&hours, &leave, from, to, chrono::Utc::now())
+    } else {
+        Vec::new()
+    };
+    // Starts that have a Slot already are kept as they are.
+    let existing: std::collections::HashSet<i64> = if wanted.is_empty() {
+        Default::default()
+    } else {
+        let (first, last) = (wanted[0].0, wanted[wanted.len() - 1].0);
+        let instant =
+            |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let search = crate::search::query::parse(
+            &state.store.indexer().registry(),
+            &state.base_url,
+            "Slot",
+            &[
+                ("schedule".into(), format!("Schedule/{id}")),
+                ("start".into(), format!("ge{}", instant(first))),
+                ("start".into(), format!("le{}", instant(last))),
+            ],
+            false,
+        )
+        .map_err(super::search::param_error)?;
+        state
+            .store
+            .matches(&search, 1_000_000)
+            .await?
+            .into_iter()
+            .filter_map(|v| {
+                let body = v.body?;
+                SlotState::of(&v.id, v.version, &body).map(|s| s.start.timestamp())
+            })
+            .collect()
+    };
+    let instant =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let writes: Vec<(usize, Write)> = wanted
+        .iter()
+        .filter(|(start, _)| !existing.contains(&start.timestamp()))
+        .enumerate()
+        .map(|(n, (start, end))| {
+            (
+                n,
+                Write::Create {
+                    resource_type: "Slot".into(),
+                    id: slot_id(id, *start),
+                    body: serde_json::json!({"resourceType": "Slot", "status": "free",
+                        "schedule": {"reference": format!("Schedule/{id}")},
+                        "start": instant(*start), "end": instant(*end)}),
+                    unless: None,
+                },
+            )
+        })
+        .collect();
+    let created = writes.len();
+    if !writes.is_empty() {
+        let trail = audit::trail(state, req, "create");
+        state
+            .store
+            .transaction(writes, Some(&trail))
+            .await
+            .map_err(|e| match e.kind {
+                ErrorKind::Conflict => conflict(
+                    "another $generate-slots for this Schedule ran at the same time; run it again"
+                        .into(),
+                ),
+                _ => e,
+            })?;
+    }
+    Ok(Reply::ok(serde_json::json!({
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "created", "valueInteger": created},
+            {"name": "existing", "valueInteger": existing.len()},
+        ],
+    })))
+}

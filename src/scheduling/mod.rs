@@ -3,4 +3,5 @@
 //! store writes the result in one transaction.
 //! <https://hl7.org/fhir/R4/appointment.html>, <https://hl7.org/fhir/R4/slot.html>
 
+pub mod availability;
 pub mod booking;
