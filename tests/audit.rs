@@ -11,7 +11,7 @@ use std::time::Duration;
 use base64::Engine;
 use common::{expect_outcome, Server};
 use futures::StreamExt;
-use hearth::auth::accounts::{self, Client, ClientKind, User};
+use hearth::auth::accounts::{Client, ClientKind};
 use hearth::auth::policy::Role;
 use serde_json::{json, Value};
 
@@ -202,18 +202,6 @@ async fn every_interaction_is_audited(s: &Server) {
 async fn refusals_and_agents_are_audited(s: &Server) {
     s.auth
         .put_client(&Client {
-            client_id: "ops".into(),
-            name: "ops".into(),
-            kind: ClientKind::ConfidentialAsymmetric,
-            secret_hash: None,
-            redirect_uris: vec![],
-            scope: "system/*.cruds".into(),
-            jwks: Some(json!({"keys": []})),
-        })
-        .await
-        .unwrap();
-    s.auth
-        .put_client(&Client {
             client_id: "clinic-app".into(),
             name: "Clinic".into(),
             kind: ClientKind::Public,
@@ -225,26 +213,16 @@ async fn refusals_and_agents_are_audited(s: &Server) {
         .await
         .unwrap();
     s.auth
-        .add_user(&User {
-            username: "drjones".into(),
-            password_hash: accounts::hash_secret("Correct horse 9!"),
-            role: Role::Practitioner,
-            fhir_user: Some("Practitioner/7".into()),
-            totp_secret: None,
-            totp_last_step: None,
-            disabled: false,
-            failed_logins: 0,
-            locked_until: None,
-        })
+        .add_user(&common::account(
+            "drjones",
+            Role::Practitioner,
+            Some("Practitioner/7"),
+            None,
+        ))
         .await
         .unwrap();
     let token = |t: Value| t["access_token"].as_str().unwrap().to_string();
-    let ops = token(
-        s.auth
-            .mint("ops", None, "system/*.cruds", None)
-            .await
-            .unwrap(),
-    );
+    let ops = s.system_token().await;
     let dr = token(
         s.auth
             .mint("clinic-app", Some("drjones"), "user/*.cruds", None)

@@ -10,7 +10,7 @@ mod common;
 use std::collections::HashMap;
 
 use base64::Engine;
-use common::{expect_outcome, Server};
+use common::{expect_outcome, Server, PASSWORD};
 use hearth::auth::accounts::{self, Client, ClientKind, User};
 use hearth::auth::policy::Role;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -34,21 +34,11 @@ on_both_backends!(
 );
 
 const APP_REDIRECT: &str = "http://app.example/callback";
-const PASSWORD: &str = "Correct horse 9!";
 
 fn user(name: &str, role: Role, fhir_user: Option<&str>) -> User {
-    User {
-        username: name.into(),
-        password_hash: accounts::hash_secret(PASSWORD),
-        role,
-        fhir_user: fhir_user.map(str::to_string),
-        totp_secret: matches!(role, Role::Practitioner | Role::Administrator)
-            .then(accounts::new_totp_secret),
-        totp_last_step: None,
-        disabled: false,
-        failed_logins: 0,
-        locked_until: None,
-    }
+    let totp =
+        matches!(role, Role::Practitioner | Role::Administrator).then(accounts::new_totp_secret);
+    common::account(name, role, fhir_user, totp)
 }
 
 async fn register_app(s: &Server) {
@@ -66,28 +56,6 @@ async fn register_app(s: &Server) {
         })
         .await
         .unwrap();
-}
-
-/// A system token for seeding data, minted as `hearth token` does.
-async fn admin_token(s: &Server) -> String {
-    s.auth
-        .put_client(&Client {
-            client_id: "ops".into(),
-            name: "ops".into(),
-            kind: ClientKind::ConfidentialAsymmetric,
-            secret_hash: None,
-            redirect_uris: vec![],
-            scope: "system/*.cruds".into(),
-            jwks: Some(json!({"keys": []})),
-        })
-        .await
-        .unwrap();
-    let t = s
-        .auth
-        .mint("ops", None, "system/*.cruds", None)
-        .await
-        .unwrap();
-    t["access_token"].as_str().unwrap().to_string()
 }
 
 /// A FHIR request with a bearer token (and a JSON body for writes).
@@ -348,7 +316,7 @@ async fn discovery_and_bearer_tokens(s: &Server) {
         .starts_with("Bearer"));
     expect_outcome(r, 401).await;
     // Forged, tampered and alg=none tokens: 401 invalid_token.
-    let good = admin_token(s).await;
+    let good = s.system_token().await;
     assert_eq!(get(s, &good, "/Patient").await.status(), 200);
     let parts: Vec<&str> = good.split('.').collect();
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -392,7 +360,7 @@ async fn discovery_and_bearer_tokens(s: &Server) {
 
 async fn standalone_patient_launch(s: &Server) {
     register_app(s).await;
-    let admin = admin_token(s).await;
+    let admin = s.system_token().await;
     let me = create(
         s,
         &admin,
@@ -537,7 +505,7 @@ async fn standalone_patient_launch(s: &Server) {
 
 async fn practitioner_login_totp_lockout_and_ehr_launch(s: &Server) {
     register_app(s).await;
-    let admin = admin_token(s).await;
+    let admin = s.system_token().await;
     let p = create(
         s,
         &admin,
@@ -788,7 +756,7 @@ async fn backend_services(s: &Server) {
 /// Each role and scope form against each interaction on the seven core types.
 async fn enforcement_matrix(s: &Server) {
     register_app(s).await;
-    let admin = admin_token(s).await;
+    let admin = s.system_token().await;
     let me = create(
         s,
         &admin,
@@ -954,7 +922,7 @@ async fn enforcement_matrix(s: &Server) {
 /// A patient-scoped token sees one patient's data through every path a search offers.
 async fn patient_scoped_tokens_cannot_leak(s: &Server) {
     register_app(s).await;
-    let admin = admin_token(s).await;
+    let admin = s.system_token().await;
     let me = create(
         s,
         &admin,
@@ -1175,7 +1143,7 @@ async fn bad_authorize_requests(s: &Server) {
 }
 
 async fn key_rotation_keeps_tokens_valid(s: &Server) {
-    let before = admin_token(s).await;
+    let before = s.system_token().await;
     let kid_before = jsonwebtoken::decode_header(&before).unwrap().kid.unwrap();
     let new_kid = s.auth.rotate_keys().await.unwrap();
     assert_ne!(kid_before, new_kid);
@@ -1184,7 +1152,7 @@ async fn key_rotation_keeps_tokens_valid(s: &Server) {
         200,
         "old tokens stay valid"
     );
-    let after = admin_token(s).await;
+    let after = s.system_token().await;
     assert_eq!(
         jsonwebtoken::decode_header(&after).unwrap().kid.unwrap(),
         new_kid

@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::Server;
-use hearth::auth::accounts::{self, Client, ClientKind, User};
+use common::{Server, PASSWORD};
+use hearth::auth::accounts::{self, Client, ClientKind};
 use hearth::auth::policy::Role;
 use oauth2::basic::BasicClient;
 use oauth2::{
@@ -25,8 +25,6 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 on_both_backends!(start = start_secured; sign_in_and_consent_in_chromium);
-
-const PASSWORD: &str = "Correct horse 9!";
 
 /// A chromedriver process and one headless Chromium session.
 struct Browser {
@@ -243,26 +241,7 @@ async fn sign_in_and_consent_in_chromium(s: &Server) {
         .await
         .unwrap();
     // Data is seeded through an operator's backend client, as `hearth token` does.
-    s.auth
-        .put_client(&Client {
-            client_id: "ops".into(),
-            name: "ops".into(),
-            kind: ClientKind::ConfidentialAsymmetric,
-            secret_hash: None,
-            redirect_uris: vec![],
-            scope: "system/*.cruds".into(),
-            jwks: Some(json!({"keys": []})),
-        })
-        .await
-        .unwrap();
-    let ops = s
-        .auth
-        .mint("ops", None, "system/*.cruds", None)
-        .await
-        .unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let ops = s.system_token().await;
     let created: Value = s
         .client
         .post(s.url("/Patient"))
@@ -278,17 +257,12 @@ async fn sign_in_and_consent_in_chromium(s: &Server) {
     let patient = created["id"].as_str().unwrap().to_string();
     let secret = accounts::new_totp_secret();
     s.auth
-        .add_user(&User {
-            username: "drjones".into(),
-            password_hash: accounts::hash_secret(PASSWORD),
-            role: Role::Practitioner,
-            fhir_user: Some("Practitioner/7".into()),
-            totp_secret: Some(secret.clone()),
-            totp_last_step: None,
-            disabled: false,
-            failed_logins: 0,
-            locked_until: None,
-        })
+        .add_user(&common::account(
+            "drjones",
+            Role::Practitioner,
+            Some("Practitioner/7"),
+            Some(secret.clone()),
+        ))
         .await
         .unwrap();
 
@@ -391,17 +365,12 @@ async fn sign_in_and_consent_in_chromium(s: &Server) {
     // Denying sends the user back to the app with access_denied. The browser holds no session
     // with Hearth: each authorization asks for a sign-in again (here a patient's, without TOTP).
     s.auth
-        .add_user(&User {
-            username: "chen".into(),
-            password_hash: accounts::hash_secret(PASSWORD),
-            role: Role::Patient,
-            fhir_user: Some(format!("Patient/{patient}")),
-            totp_secret: None,
-            totp_last_step: None,
-            disabled: false,
-            failed_logins: 0,
-            locked_until: None,
-        })
+        .add_user(&common::account(
+            "chen",
+            Role::Patient,
+            Some(&format!("Patient/{patient}")),
+            None,
+        ))
         .await
         .unwrap();
     let (challenge, _) = PkceCodeChallenge::new_random_sha256();

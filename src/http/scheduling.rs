@@ -25,20 +25,28 @@ fn conflict(message: String) -> Error {
     Error::new(ErrorKind::Conflict, IssueType::Conflict, message)
 }
 
-/// The current Slots `ids`, each with its stored body.
+/// The current Slot `id` with its stored body; `None` if there is none or its times cannot
+/// be read.
+async fn read_slot(state: &AppState, id: &str) -> Result<Option<(SlotState, Value)>> {
+    let Some(v) = state.store.read("Slot", id).await? else {
+        return Ok(None);
+    };
+    let Some(body) = v.body else {
+        return Ok(None);
+    };
+    Ok(SlotState::of(id, v.version, &body).map(|slot| (slot, body)))
+}
+
+/// The current Slots `ids`, each with its stored body; all must exist.
 async fn slots(state: &AppState, ids: &[String]) -> Result<Vec<(SlotState, Value)>> {
     let mut found = Vec::with_capacity(ids.len());
     for id in ids {
-        let v = state
-            .store
-            .read("Slot", id)
-            .await?
-            .filter(|v| !v.is_deleted())
-            .ok_or_else(|| unprocessable(format!("Slot/{id} does not exist")))?;
-        let body = v.body.clone().unwrap_or_default();
-        let slot = SlotState::of(id, v.version, &body)
-            .ok_or_else(|| unprocessable(format!("Slot/{id} has no readable start and end")))?;
-        found.push((slot, body));
+        let slot = read_slot(state, id).await?.ok_or_else(|| {
+            unprocessable(format!(
+                "Slot/{id} does not exist (or has no readable start and end)"
+            ))
+        })?;
+        found.push(slot);
     }
     Ok(found)
 }
@@ -47,16 +55,7 @@ async fn slots(state: &AppState, ids: &[String]) -> Result<Vec<(SlotState, Value
 async fn freeing(state: &AppState, ids: &[String]) -> Result<Vec<Write>> {
     let mut writes = Vec::new();
     for id in ids {
-        let Some(v) = state
-            .store
-            .read("Slot", id)
-            .await?
-            .filter(|v| !v.is_deleted())
-        else {
-            continue;
-        };
-        let body = v.body.clone().unwrap_or_default();
-        let Some(slot) = SlotState::of(id, v.version, &body) else {
+        let Some((slot, body)) = read_slot(state, id).await? else {
             continue;
         };
         if slot.status == "busy" {
@@ -305,18 +304,15 @@ async fn generate_slots(state: &AppState, req: &FhirRequest, id: &str) -> Result
         )));
     }
     availability::check_overlaps(&hours).map_err(unprocessable)?;
-    let wanted = if to > from {
-        availability::slots(&hours, &leave, from, to, chrono::Utc::now())
-    } else {
-        Vec::new()
-    };
+    // (After the horizon, `to` may not be after `from`: then there is nothing to make.)
+    let wanted = availability::slots(&hours, &leave, from, to, chrono::Utc::now());
+    let instant =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     // Starts that have a Slot already are kept as they are.
     let existing: std::collections::HashSet<i64> = if wanted.is_empty() {
         Default::default()
     } else {
         let (first, last) = (wanted[0].0, wanted[wanted.len() - 1].0);
-        let instant =
-            |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let search = crate::search::query::parse(
             &state.store.indexer().registry(),
             &state.base_url,
@@ -340,8 +336,6 @@ async fn generate_slots(state: &AppState, req: &FhirRequest, id: &str) -> Result
             })
             .collect()
     };
-    let instant =
-        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let writes: Vec<(usize, Write)> = wanted
         .iter()
         .filter(|(start, _)| !existing.contains(&start.timestamp()))

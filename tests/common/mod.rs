@@ -317,6 +317,33 @@ impl Server {
         r.json().await.expect("a JSON body")
     }
 
+    /// A backend-service token for everything (`system/*.cruds`), minted as `hearth token`
+    /// does for the registered client `ops`: for seeding data with authorization on.
+    pub async fn system_token(&self) -> String {
+        use hearth::auth::accounts::{Client, ClientKind};
+        self.auth
+            .put_client(&Client {
+                client_id: "ops".into(),
+                name: "ops".into(),
+                kind: ClientKind::ConfidentialAsymmetric,
+                secret_hash: None,
+                redirect_uris: vec![],
+                scope: "system/*.cruds".into(),
+                jwks: Some(serde_json::json!({"keys": []})),
+            })
+            .await
+            .expect("the ops client is registered");
+        let t = self
+            .auth
+            .mint("ops", None, "system/*.cruds", None)
+            .await
+            .expect("a system token");
+        t["access_token"]
+            .as_str()
+            .expect("an access token")
+            .to_string()
+    }
+
     /// The server's database URL, for the `hearth` commands that work on it directly.
     pub fn database_url(&self) -> String {
         self.storage.config.database_url()
@@ -829,5 +856,29 @@ fn find_postgres_binaries() -> Result<(PathBuf, String), String> {
             "only PostgreSQL older than 14 was found: {}",
             too_old.join(", ")
         ))
+    }
+}
+
+/// The password every test account has.
+pub const PASSWORD: &str = "Correct horse 9!";
+
+/// A user account as `hearth user add` makes it, with [`PASSWORD`] and the given TOTP
+/// secret.
+pub fn account(
+    name: &str,
+    role: hearth::auth::policy::Role,
+    fhir_user: Option<&str>,
+    totp_secret: Option<String>,
+) -> hearth::auth::accounts::User {
+    hearth::auth::accounts::User {
+        username: name.into(),
+        password_hash: hearth::auth::accounts::hash_secret(PASSWORD),
+        role,
+        fhir_user: fhir_user.map(str::to_string),
+        totp_secret,
+        totp_last_step: None,
+        disabled: false,
+        failed_logins: 0,
+        locked_until: None,
     }
 }
