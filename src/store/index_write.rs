@@ -51,7 +51,7 @@ fn table_and_columns(value: &IndexValue) -> (&'static str, &'static str) {
 }
 
 /// The columns of one composite component: (t, x, lo, hi, u).
-type ComponentColumns<'v> = (
+pub type ComponentColumns<'v> = (
     Option<&'v String>,
     Option<&'v String>,
     Option<f64>,
@@ -61,7 +61,21 @@ type ComponentColumns<'v> = (
 
 /// A composite component as (t, x, lo, hi, u): see `Cols::component` in search_sql.
 fn component(sql: &mut Sql, value: Option<&IndexValue>) {
-    let (t, x, lo, hi, u): ComponentColumns = match value {
+    let (t, x, lo, hi, u) = component_columns(value);
+    opt(sql, &t.cloned());
+    sql.push(", ");
+    opt(sql, &x.cloned());
+    sql.push(", ");
+    float(sql, lo);
+    sql.push(", ");
+    float(sql, hi);
+    sql.push(", ");
+    opt(sql, &u.cloned());
+}
+
+/// The (t, x, lo, hi, u) columns of a composite component.
+pub fn component_columns(value: Option<&IndexValue>) -> ComponentColumns<'_> {
+    match value {
         None | Some(IndexValue::Composite(_)) => (None, None, None, None, None),
         Some(IndexValue::String { folded, exact }) => (Some(folded), Some(exact), None, None, None),
         Some(IndexValue::Token { system, code, text }) => {
@@ -93,16 +107,7 @@ fn component(sql: &mut Sql, value: Option<&IndexValue>) {
             url.as_ref(),
         ),
         Some(IndexValue::Uri { value }) => (Some(value), None, None, None, None),
-    };
-    opt(sql, &t.cloned());
-    sql.push(", ");
-    opt(sql, &x.cloned());
-    sql.push(", ");
-    float(sql, lo);
-    sql.push(", ");
-    float(sql, hi);
-    sql.push(", ");
-    opt(sql, &u.cloned());
+    }
 }
 
 fn float(sql: &mut Sql, v: Option<f64>) {

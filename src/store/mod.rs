@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod index_write;
 pub mod migrate;
+mod pg_index;
 pub mod postgres;
 pub mod search_sql;
 pub mod sqlite;

@@ -532,9 +532,7 @@ async fn flush(tx: &mut sqlx::PgConnection, pending: &mut Pending) -> Result<()>
         .iter()
         .map(|(k, t, rows)| (*k, t.as_str(), rows.as_slice()))
         .collect();
-    for sql in index_write::inserts_many(Dialect::Postgres, &items) {
-        query(&sql).execute(&mut *tx).await.map_err(db_error)?;
-    }
+    super::pg_index::insert_rows(tx, &items).await?;
     pending.clear();
     Ok(())
 }
