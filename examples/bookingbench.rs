@@ -39,6 +39,11 @@ struct Args {
     /// Bookings each user makes.
     #[arg(long, default_value_t = 4)]
     bookings: usize,
+    /// A user's mean pause, in milliseconds, before each search and before booking what it
+    /// found (uniformly random from 0 to twice this): people read a page before they click.
+    /// 0: every user fires at once, all the time (a burst, not a realistic load).
+    #[arg(long, default_value_t = 0)]
+    think_ms: u64,
 }
 
 const SLOTS_PER_DAY: usize = 16;
@@ -165,8 +170,13 @@ async fn main() {
                 };
                 let mut done = 0;
                 let mut tries = 0;
+                let mut think = move |pick: &mut dyn FnMut(usize) -> usize| {
+                    let ms = if args.think_ms == 0 { 0 } else { pick(2 * args.think_ms as usize + 1) as u64 };
+                    tokio::time::sleep(Duration::from_millis(ms))
+                };
                 while done < args.bookings && tries < args.bookings * 20 {
                     tries += 1;
+                    think(&mut next).await;
                     let p = next(args.practitioners);
                     let d = next(args.days);
                     let t = Instant::now();
@@ -198,7 +208,8 @@ async fn main() {
                     if free.is_empty() {
                         continue;
                     }
-                    let slot = free[next(free.len())];
+                    let slot = free[next(free.len())].to_string();
+                    think(&mut next).await;
                     let appointment = json!({"resourceType": "Appointment", "status": "booked",
                         "slot": [{"reference": format!("Slot/{slot}")}],
                         "participant": [

@@ -116,6 +116,10 @@ pub struct Config {
     /// The most entries a batch or transaction Bundle may have (more: 413).
     #[arg(long, env = "HEARTH_MAX_BUNDLE_ENTRIES", default_value_t = 5000)]
     pub max_bundle_entries: usize,
+
+    /// The longest window, in days, an `Appointment/$find` may search (longer: 400).
+    #[arg(long, env = "HEARTH_FIND_MAX_DAYS", default_value_t = 62)]
+    pub find_max_days: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -157,6 +161,7 @@ impl Config {
             audit_export: None,
             search_handling: Handling::Strict,
             max_bundle_entries: 5000,
+            find_max_days: 62,
         }
     }
 

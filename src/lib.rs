@@ -112,6 +112,7 @@ impl Hearth {
             started,
             lenient_by_default: config.search_handling == config::Handling::Lenient,
             max_bundle_entries: config.max_bundle_entries,
+            find_max_days: config.find_max_days,
             auth: auth.clone(),
             audit: audit.clone(),
             enforce_auth: config.auth == config::AuthMode::On,

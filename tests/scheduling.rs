@@ -17,6 +17,9 @@ on_both_backends!(
     rescheduling_moves_the_booking_atomically,
     bad_bookings_are_refused_and_write_nothing,
     slot_generation_follows_working_hours_and_is_idempotent,
+    find_ranks_by_symptoms_urgency_and_continuity_with_reasons,
+    book_books_a_proposal_once,
+    bad_find_and_book_requests_are_refused,
 );
 
 fn instant(t: chrono::DateTime<Utc>) -> String {
@@ -377,4 +380,309 @@ async fn slot_generation_follows_working_hours_and_is_idempotent(s: &Server) {
     .await;
     let outcome = expect_outcome(generate(s, "gp", &start, &end).await, 422).await;
     assert!(outcome.to_string().contains("overlaps"), "{outcome}");
+}
+
+const SNOMED: &str = "http://snomed.info/sct";
+
+/// A practitioner with a role of `specialty`, a Schedule, and a free 30-minute Slot at each
+/// of `hours_ahead` (from the start of the current hour). Returns the Slot ids.
+async fn practice(s: &Server, who: &str, specialty: &str, hours_ahead: &[i64]) -> Vec<String> {
+    assert_eq!(
+        s.put_json(
+            &format!("Practitioner/{who}"),
+            &json!({"resourceType": "Practitioner", "id": who})
+        )
+        .await
+        .status(),
+        201
+    );
+    s.create(&json!({"resourceType": "PractitionerRole",
+        "practitioner": {"reference": format!("Practitioner/{who}")},
+        "specialty": [{"coding": [{"system": SNOMED, "code": specialty}]}]}))
+        .await;
+    let schedule = s
+        .create(&json!({"resourceType": "Schedule", "active": true,
+            "actor": [{"reference": format!("Practitioner/{who}")}]}))
+        .await;
+    let hour = Utc::now() - Duration::seconds(Utc::now().timestamp() % 3600);
+    let mut ids = Vec::new();
+    for h in hours_ahead {
+        let start = hour + Duration::hours(*h);
+        let slot = s
+            .create(&json!({"resourceType": "Slot", "status": "free",
+                "schedule": {"reference": format!("Schedule/{}", schedule["id"].as_str().unwrap())},
+                "start": instant(start), "end": instant(start + Duration::minutes(30))}))
+            .await;
+        ids.push(slot["id"].as_str().unwrap().to_string());
+    }
+    ids
+}
+
+/// `$find` by GET with `query`: the proposals' Slot ids, best first, and the Bundle.
+async fn find(s: &Server, query: &str) -> (Vec<String>, Value) {
+    let r = s.get(&format!("Appointment/$find?{query}")).await;
+    assert_eq!(r.status(), 200, "$find?{query}");
+    let bundle: Value = r.json().await.unwrap();
+    assert_eq!(bundle["type"], "searchset");
+    let slots = bundle["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let a = &e["resource"];
+            assert_eq!(a["status"], "proposed");
+            a["slot"][0]["reference"].as_str().unwrap()["Slot/".len()..].to_string()
+        })
+        .collect();
+    (slots, bundle)
+}
+
+fn reasons(proposal: &Value) -> Vec<String> {
+    let ext = proposal["extension"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["url"] == "http://hearth.health/fhir/StructureDefinition/find-score")
+        .expect("the score extension");
+    ext["extension"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["url"] == "reason")
+        .map(|e| e["valueString"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn find_ranks_by_symptoms_urgency_and_continuity_with_reasons(s: &Server) {
+    let cardio = practice(s, "cardio", "394579002", &[50, 51]).await;
+    let gp = practice(s, "gp", "394814009", &[26, 74]).await;
+    let derm = practice(s, "derm", "394582007", &[2, 27]).await;
+
+    // Chest pain goes to cardiology first, then general practice; the reasons say why and
+    // the scores fall.
+    let (order, bundle) = find(s, "symptoms=crushing%20chest%20pain&_count=6").await;
+    assert_eq!(&order[..2], &cardio[..], "{bundle}");
+    assert_eq!(&order[2..4], &gp[..], "{bundle}");
+    let entries = bundle["entry"].as_array().unwrap();
+    let top = &entries[0]["resource"];
+    assert!(
+        reasons(top)[0].contains("Cardiology sees 'crushing chest pain'"),
+        "{top}"
+    );
+    assert_eq!(
+        top["participant"][0]["actor"]["reference"],
+        "Practitioner/cardio"
+    );
+    let scores: Vec<f64> = entries
+        .iter()
+        .map(|e| e["search"]["score"].as_f64().unwrap())
+        .collect();
+    assert!(
+        scores.windows(2).all(|w| w[0] >= w[1]) && scores[0] <= 1.0,
+        "{scores:?}"
+    );
+    // A symptom the table does not know goes to general practice; a SNOMED CT code works
+    // like the word.
+    let (order, bundle) = find(s, "symptoms=strange%20feeling").await;
+    assert_eq!(&order[..2], &gp[..], "{bundle}");
+    assert!(reasons(&bundle["entry"][0]["resource"])[0].contains("general practice"));
+    let (order, _) = find(s, &format!("symptoms={SNOMED}|271807003")).await;
+    assert_eq!(&order[..2], &derm[..]);
+
+    // Stat: only the next 12 hours, soonest first.
+    let (order, _) = find(s, "urgency=stat").await;
+    assert_eq!(order, vec![derm[0].clone()]);
+    // Urgent prefers sooner Slots, but the fitting specialty still weighs more than two
+    // days' wait.
+    let (order, _) = find(s, "urgency=urgent&symptoms=palpitations").await;
+    assert_eq!(order[0], cardio[0]);
+    let (order, _) = find(s, "urgency=urgent").await;
+    assert_eq!(
+        order[..3],
+        [derm[0].clone(), gp[0].clone(), derm[1].clone()]
+    );
+
+    // Continuity: a patient who saw the GP twice, on past mornings, gets the GP first.
+    for days in [30, 60] {
+        let start = Utc::now() - Duration::days(days);
+        s.create(
+            &json!({"resourceType": "Appointment", "status": "fulfilled",
+            "start": instant(start), "end": instant(start + Duration::minutes(30)),
+            "participant": [
+                {"actor": {"reference": "Patient/p1"}, "status": "accepted"},
+                {"actor": {"reference": "Practitioner/gp"}, "status": "accepted"}]}),
+        )
+        .await;
+    }
+    let (order, bundle) = find(s, "patient=Patient/p1").await;
+    assert!(gp.contains(&order[0]) && gp.contains(&order[1]), "{bundle}");
+    let top = &bundle["entry"][0]["resource"];
+    assert!(
+        reasons(top)
+            .iter()
+            .any(|r| r.contains("saw Practitioner/gp before (2 visits)")),
+        "{top}"
+    );
+    assert!(top["participant"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["actor"]["reference"] == "Patient/p1"));
+
+    // The client overrides the routing: chest pain, but only dermatology or only one
+    // practitioner.
+    let (order, _) = find(
+        s,
+        &format!("symptoms=chest%20pain&specialty={SNOMED}|394582007"),
+    )
+    .await;
+    assert_eq!(order, derm);
+    let (order, _) = find(s, "symptoms=chest%20pain&practitioner=Practitioner/gp").await;
+    assert_eq!(order, gp);
+    // The window: start and end bound the Slots' starts.
+    let from = instant(Utc::now() + Duration::hours(40));
+    let to = instant(Utc::now() + Duration::hours(60));
+    let (order, _) = find(s, &format!("start={from}&end={to}")).await;
+    assert_eq!(order, cardio);
+
+    // POST with a Parameters body answers the same.
+    let r = s
+        .post_json(
+            "Appointment/$find",
+            &json!({"resourceType": "Parameters", "parameter": [
+            {"name": "symptoms", "valueString": "crushing chest pain"},
+            {"name": "_count", "valueInteger": 2}]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let posted: Value = r.json().await.unwrap();
+    let slots: Vec<&str> = posted["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["slot"][0]["reference"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        slots,
+        cardio
+            .iter()
+            .map(|c| format!("Slot/{c}"))
+            .collect::<Vec<_>>()
+    );
+}
+
+async fn book_books_a_proposal_once(s: &Server) {
+    let ids = practice(s, "dr-b", "394814009", &[30]).await;
+    let (_, bundle) = find(s, "patient=Patient/p9").await;
+    let proposal = bundle["entry"][0]["resource"].clone();
+    assert_eq!(proposal["slot"][0]["reference"], format!("Slot/{}", ids[0]));
+    let request = json!({"resourceType": "Parameters",
+        "parameter": [{"name": "appt-resource", "resource": proposal}]});
+    let r = s.post_json("Appointment/$book", &request).await;
+    assert_eq!(r.status(), 200);
+    let booked: Value = r.json().await.unwrap();
+    let appointment = &booked["entry"][0]["resource"];
+    assert_eq!(appointment["status"], "booked");
+    assert!(
+        appointment["extension"].is_null(),
+        "the score is not stored: {appointment}"
+    );
+    let id = appointment["id"].as_str().unwrap();
+    let stored: Value = s
+        .get(&format!("Appointment/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stored["status"], "booked");
+    assert_eq!(slot_status(s, &ids[0]).await, "busy");
+    // The same proposal again (here as a Bundle): the Slot is taken.
+    let again = json!({"resourceType": "Bundle", "type": "collection",
+        "entry": [{"resource": bundle["entry"][0]["resource"]}]});
+    expect_outcome(s.post_json("Appointment/$book", &again).await, 409).await;
+    assert_eq!(appointments_on(s, &ids[0]).await.len(), 1);
+    // And $find no longer offers it.
+    let (order, _) = find(s, "patient=Patient/p9").await;
+    assert!(order.is_empty(), "{order:?}");
+}
+
+async fn bad_find_and_book_requests_are_refused(s: &Server) {
+    let ids = practice(s, "dr-x", "394814009", &[30]).await;
+    let from = Utc::now() + Duration::days(2);
+    for (query, says) in [
+        (
+            format!(
+                "start={}&end={}",
+                instant(from),
+                instant(from - Duration::hours(1))
+            ),
+            "end must be after start",
+        ),
+        (
+            format!(
+                "start={}&end={}",
+                instant(from),
+                instant(from + Duration::days(63))
+            ),
+            "at most 62 days",
+        ),
+        ("urgency=soon".to_string(), "'soon'"),
+        ("symptom=cough".to_string(), "'symptom'"),
+        ("start=next-week".to_string(), "'next-week'"),
+        ("_count=1000".to_string(), "_count"),
+    ] {
+        let outcome = expect_outcome(s.get(&format!("Appointment/$find?{query}")).await, 400).await;
+        assert!(outcome.to_string().contains(says), "{query}: {outcome}");
+    }
+    expect_outcome(s.get("Patient/$find").await, 404).await;
+    expect_outcome(
+        s.post_json("Appointment/$find", &json!({"resourceType": "Patient"}))
+            .await,
+        400,
+    )
+    .await;
+
+    // $book: not an Appointment, no Slot, a cancelled one, a Slot that does not exist.
+    let no_slot = json!({"resourceType": "Appointment", "status": "proposed",
+        "participant": [{"actor": {"reference": "Patient/p1"}, "status": "accepted"}]});
+    for (body, status, says) in [
+        (
+            json!({"resourceType": "Patient"}),
+            400,
+            "needs an Appointment",
+        ),
+        (no_slot, 422, "references the Slot"),
+        (
+            appointment(&[&ids[0]], "p1", "cancelled"),
+            422,
+            "not one that is cancelled",
+        ),
+        (
+            appointment(&["missing"], "p1", "proposed"),
+            422,
+            "Slot/missing does not exist",
+        ),
+    ] {
+        let outcome = expect_outcome(s.post_json("Appointment/$book", &body).await, status).await;
+        assert!(outcome.to_string().contains(says), "{body}: {outcome}");
+    }
+    assert_eq!(slot_status(s, &ids[0]).await, "free");
+    let all: Value = s.get("Appointment").await.json().await.unwrap();
+    assert_eq!(all["total"], 0, "nothing was written: {all}");
+
+    // The CapabilityStatement names the operations and their definitions.
+    let cs: Value = s.get("metadata").await.json().await.unwrap();
+    let appointment = cs["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "Appointment")
+        .unwrap();
+    let names: Vec<&str> = appointment["operation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["find", "book"]);
 }

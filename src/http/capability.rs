@@ -45,6 +45,14 @@ fn search_params(registry: &Registry, resource_type: &str) -> (Vec<Value>, Vec<S
     (params, includes)
 }
 
+/// Hearth's operations: the resource type, the name, and the id of the OperationDefinition
+/// in `conformance/`.
+const OPERATIONS: [(&str, &str, &str); 3] = [
+    ("Appointment", "find", "appointment-find"),
+    ("Appointment", "book", "appointment-book"),
+    ("Schedule", "generate-slots", "schedule-generate-slots"),
+];
+
 /// Builds the statement once, at start.
 /// The CapabilityStatement; `issuer` is the authorization server's, `None` under
 /// `--auth off`.
@@ -80,6 +88,17 @@ pub fn statement(
                 resource["updateCreate"] = json!(false);
                 resource["conditionalUpdate"] = json!(false);
                 resource["conditionalDelete"] = json!("not-supported");
+            }
+            let operations: Vec<Value> = OPERATIONS
+                .iter()
+                .filter(|(on, _, _)| on == t)
+                .map(|(_, name, id)| {
+                    json!({"name": name,
+                           "definition": format!("http://hearth.health/fhir/OperationDefinition/{id}")})
+                })
+                .collect();
+            if !operations.is_empty() {
+                resource["operation"] = json!(operations);
             }
             if !includes.is_empty() {
                 resource["searchInclude"] = json!(includes);
@@ -150,5 +169,30 @@ fn security(issuer: Option<&str>) -> serde_json::Value {
             "cors": false,
             "description": "Authorization is OFF on this server (--auth off)",
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OPERATIONS;
+
+    /// Each operation the statement names has its OperationDefinition in `conformance/`,
+    /// with the same canonical URL, code and resource type.
+    #[test]
+    fn operations_have_their_definitions() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance");
+        for (on, name, id) in OPERATIONS {
+            let path = dir.join(format!("OperationDefinition-{id}.json"));
+            let text = std::fs::read_to_string(&path).expect("the definition is in conformance/");
+            let def: serde_json::Value = serde_json::from_str(&text).expect("it is JSON");
+            assert_eq!(def["resourceType"], "OperationDefinition");
+            assert_eq!(def["id"], id);
+            assert_eq!(def["code"], name);
+            assert_eq!(def["resource"][0], on);
+            assert_eq!(
+                def["url"],
+                format!("http://hearth.health/fhir/OperationDefinition/{id}")
+            );
+        }
     }
 }

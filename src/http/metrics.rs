@@ -97,6 +97,7 @@ pub fn interaction(method: &axum::http::Method, route: Option<&str>) -> &'static
         ("/fhir" | "/fhir/", &M::POST) => "transaction",
         ("/fhir" | "/fhir/" | "/fhir/_search", _) => "search-system",
         ("/fhir/{type}/{id}/{compartment_type}", &M::POST) => "operation",
+        ("/fhir/{type}/$find" | "/fhir/{type}/$book", _) => "operation",
         ("/fhir/{type}/{id}/{compartment_type}", _) => "search-compartment",
         ("/fhir/{type}/{id}", &M::PATCH) => "patch",
         ("/fhir/{type}/_history", _) => "history-type",

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod auth;
 pub mod bundle;
 pub mod capability;
+pub mod find;
 pub mod format;
 pub mod guard;
 pub mod history;
@@ -50,6 +51,8 @@ pub struct Shared {
     /// `Prefer: handling=lenient` unless the client says otherwise.
     pub lenient_by_default: bool,
     pub max_bundle_entries: usize,
+    /// The longest `Appointment/$find` window, in days.
+    pub find_max_days: i64,
     pub auth: std::sync::Arc<crate::auth::server::AuthServer>,
     pub audit: std::sync::Arc<crate::audit::AuditLog>,
     /// False only under `--auth off`.
@@ -89,6 +92,8 @@ pub fn router(state: AppState) -> Router {
                 .delete(rest::conditional_delete),
         )
         .route("/{type}/_search", post(search::type_post))
+        .route("/{type}/$find", g(find::find).post(find::find))
+        .route("/{type}/$book", post(scheduling::book))
         .route("/{type}/_history", g(history::type_level))
         .route(
             "/{type}/{id}",

@@ -77,9 +77,21 @@ pub async fn write_appointment(
     state: &AppState,
     req: &FhirRequest,
     id: Option<&str>,
-    mut appointment: Value,
+    appointment: Value,
     expected: Option<i64>,
 ) -> Result<Reply> {
+    let (status, version) = store_appointment(state, req, id, appointment, expected).await?;
+    Ok(Reply::written(status, &version, &state.base_url, req.prefer_return).recorded())
+}
+
+/// [`write_appointment`]'s work: the status to answer and the Appointment as stored.
+async fn store_appointment(
+    state: &AppState,
+    req: &FhirRequest,
+    id: Option<&str>,
+    mut appointment: Value,
+    expected: Option<i64>,
+) -> Result<(StatusCode, Version)> {
     let before = match id {
         Some(id) => match state.store.read("Appointment", id).await? {
             Some(v) if !v.is_deleted() => {
@@ -157,7 +169,82 @@ pub async fn write_appointment(
     } else {
         StatusCode::OK
     };
-    Ok(Reply::written(status, &version, &state.base_url, req.prefer_return).recorded())
+    Ok((status, version))
+}
+
+/// `POST [base]/Appointment/$book`: books an Appointment, typically one `$find` proposed.
+/// The body is the Appointment, a Parameters with it as `appt-resource` (Argonaut
+/// Scheduling) or `appointment-resource` (IHE Scheduling), or a Bundle holding it. A
+/// proposed Appointment becomes booked; it must reference the Slots it books. The answer is
+/// a searchset Bundle with the stored Appointment.
+/// OperationDefinition: `conformance/OperationDefinition-appointment-book.json`.
+pub async fn book(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: FhirRequest,
+    axum::extract::Path(resource_type): axum::extract::Path<String>,
+    body: axum::body::Body,
+) -> axum::response::Response {
+    let result = async {
+        if resource_type != "Appointment" {
+            return Err(Error::not_found(format!(
+                "there is no operation $book on {resource_type}"
+            )));
+        }
+        let input = super::format::read_resource(&req.headers, body, state.max_body_bytes).await?;
+        let mut appointment = booking_input(input).map_err(Error::bad_request)?;
+        booking::propose_to_book(&mut appointment, super::find::FIND_SCORE)
+            .map_err(unprocessable)?;
+        super::rest::check_resource(&state, &appointment, "Appointment")?;
+        super::guard::write(
+            &state,
+            &req.access,
+            "Appointment",
+            None,
+            crate::auth::scope::Interaction::Create,
+            Some(&appointment),
+        )
+        .await?;
+        let (_, v) = store_appointment(&state, &req, None, appointment, None).await?;
+        let full_url = format!("{}/Appointment/{}", state.base_url, v.id);
+        Ok(Reply::ok(serde_json::json!({
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": 1,
+            "entry": [{"fullUrl": full_url, "resource": v.body, "search": {"mode": "match"}}],
+        }))
+        .recorded())
+    }
+    .await;
+    req.respond(result)
+}
+
+/// The Appointment in a `$book` body.
+fn booking_input(input: Value) -> std::result::Result<Value, String> {
+    let found = match input["resourceType"].as_str() {
+        Some("Appointment") => Some(input),
+        Some("Parameters") => input["parameter"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["name"] == "appt-resource" || p["name"] == "appointment-resource")
+            .map(|p| p["resource"].clone()),
+        Some("Bundle") => input["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| &e["resource"])
+            .find(|r| r["resourceType"] == "Appointment")
+            .cloned(),
+        _ => None,
+    };
+    match found {
+        Some(a) if a["resourceType"] == "Appointment" => Ok(a),
+        _ => Err(
+            "$book needs an Appointment: the body itself, a Parameters with \
+                  appt-resource, or a Bundle holding it"
+                .into(),
+        ),
+    }
 }
 
 /// The Slot writes that free what a deleted Appointment held.

@@ -48,6 +48,36 @@ pub fn held_slots(appointment: &Value) -> Result<Vec<String>, String> {
     }
 }
 
+/// Turns an Appointment given to `$book` into the one to store: `proposed` becomes
+/// `booked` (`pending` and `booked` stay), the server-assigned id and `$find`'s score
+/// extension (`score_url`) go. It must reference at least one Slot.
+pub fn propose_to_book(appointment: &mut Value, score_url: &str) -> Result<(), String> {
+    match appointment["status"].as_str() {
+        Some("proposed") => appointment["status"] = json!("booked"),
+        Some("pending" | "booked") => {}
+        other => {
+            return Err(format!(
+                "$book books a proposed, pending or booked Appointment, not one that is {}",
+                other.unwrap_or("without a status")
+            ))
+        }
+    }
+    if slot_ids(appointment)?.is_empty() {
+        return Err("$book needs an Appointment that references the Slot(s) to book".into());
+    }
+    if let Some(map) = appointment.as_object_mut() {
+        map.shift_remove("id");
+        map.shift_remove("meta");
+        if let Some(Value::Array(ext)) = map.get_mut("extension") {
+            ext.retain(|e| e["url"] != score_url);
+            if ext.is_empty() {
+                map.shift_remove("extension");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A Slot as booking needs it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SlotState {

@@ -5,3 +5,4 @@
 
 pub mod availability;
 pub mod booking;
+pub mod find;
