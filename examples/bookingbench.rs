@@ -6,7 +6,7 @@
 //! ```text
 //! hearth serve --auth off --database-url postgres://postgres@127.0.0.1/booking &
 //! cargo run --release --example bookingbench -- --load          # the dataset, once
-//! cargo run --release --example bookingbench -- --users 500 --bookings 4
+//! cargo run --release --example bookingbench -- --users 500 --bookings 2 --think-ms 5000
 //! ```
 
 use std::collections::HashMap;
@@ -170,7 +170,7 @@ async fn main() {
                 };
                 let mut done = 0;
                 let mut tries = 0;
-                let mut think = move |pick: &mut dyn FnMut(usize) -> usize| {
+                let think = move |pick: &mut dyn FnMut(usize) -> usize| {
                     let ms = if args.think_ms == 0 { 0 } else { pick(2 * args.think_ms as usize + 1) as u64 };
                     tokio::time::sleep(Duration::from_millis(ms))
                 };
