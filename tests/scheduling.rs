@@ -576,6 +576,31 @@ async fn book_books_a_proposal_once(s: &Server) {
     let (_, bundle) = find(s, "patient=Patient/p9").await;
     let proposal = bundle["entry"][0]["resource"].clone();
     assert_eq!(proposal["slot"][0]["reference"], format!("Slot/{}", ids[0]));
+    // The proposals are not stored, yet the AuditEvent names the patient and the Slots.
+    let mut audited = Value::Null;
+    for _ in 0..100 {
+        audited = s
+            .get("AuditEvent?patient=Patient/p9&subtype=operation")
+            .await
+            .json()
+            .await
+            .unwrap();
+        if audited["entry"].as_array().is_some_and(|e| !e.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let whats: Vec<&str> = audited["entry"][0]["resource"]["entity"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["what"]["reference"].as_str())
+        .collect();
+    assert!(
+        whats.contains(&format!("Slot/{}", ids[0]).as_str()),
+        "{audited}"
+    );
+    assert!(whats.contains(&"Patient/p9"), "{audited}");
     let request = json!({"resourceType": "Parameters",
         "parameter": [{"name": "appt-resource", "resource": proposal}]});
     let r = s.post_json("Appointment/$book", &request).await;

@@ -25,7 +25,6 @@ use crate::fhir::datetime::{self, format_instant, Kind};
 use crate::scheduling::booking::SlotState;
 use crate::scheduling::find::{self, Candidate, History, Urgency, SNOMED};
 use crate::search::query;
-use crate::store::Version;
 
 /// The extension that carries a proposal's score and reasons.
 pub const FIND_SCORE: &str = "http://hearth.health/fhir/StructureDefinition/find-score";
@@ -233,7 +232,7 @@ async fn search(
     resource_type: &str,
     params: &[(&str, String)],
     limit: usize,
-) -> Result<Vec<Version>> {
+) -> Result<Vec<Live>> {
     let params: Vec<(String, String)> = params
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
@@ -247,8 +246,24 @@ async fn search(
         .matches(&search, limit)
         .await?
         .into_iter()
-        .filter(|v| v.body.is_some())
+        .filter_map(|v| {
+            Some(Live {
+                reference: format!("{}/{}", v.resource_type, v.id),
+                body: v.body?,
+                id: v.id,
+                version: v.version,
+            })
+        })
         .collect())
+}
+
+/// A current resource a search found.
+struct Live {
+    /// `[type]/[id]`
+    reference: String,
+    id: String,
+    version: i64,
+    body: Value,
 }
 
 /// A Schedule as `$find` needs it.
@@ -265,10 +280,6 @@ fn codes(concepts: &Value) -> impl Iterator<Item = String> + '_ {
         .flatten()
         .flat_map(|c| c["coding"].as_array().into_iter().flatten())
         .filter_map(|c| c["code"].as_str().map(str::to_string))
-}
-
-fn reference_of(v: &Version) -> String {
-    format!("{}/{}", v.resource_type, v.id)
 }
 
 async fn find_appointments(
@@ -301,7 +312,7 @@ async fn find_appointments(
             .practitioners
             .iter()
             .cloned()
-            .chain(roles.iter().map(reference_of))
+            .chain(roles.iter().map(|r| r.reference.clone()))
             .collect();
         base.push(("actor", actors.join(",")));
     }
@@ -335,9 +346,9 @@ async fn find_appointments(
         .await?;
         let actors: Vec<String> = roles
             .iter()
-            .map(reference_of)
+            .map(|r| r.reference.clone())
             .chain(roles.iter().filter_map(|r| {
-                r.body.as_ref()?["practitioner"]["reference"]
+                r.body["practitioner"]["reference"]
                     .as_str()
                     .map(str::to_string)
             }))
@@ -396,23 +407,23 @@ async fn find_appointments(
     let mut role_practitioner: HashMap<String, String> = HashMap::new();
     let mut specialties_of: HashMap<String, Vec<String>> = HashMap::new();
     for role in &roles {
-        let body = role.body.as_ref().expect("searches keep live resources");
+        let body = &role.body;
         let codes: Vec<String> = codes(&body["specialty"]).collect();
         if let Some(p) = body["practitioner"]["reference"].as_str() {
-            role_practitioner.insert(reference_of(role), p.to_string());
+            role_practitioner.insert(role.reference.clone(), p.to_string());
             specialties_of
                 .entry(p.to_string())
                 .or_default()
                 .extend(codes.clone());
         }
         specialties_of
-            .entry(reference_of(role))
+            .entry(role.reference.clone())
             .or_default()
             .extend(codes);
     }
     let mut info: HashMap<String, ScheduleInfo> = HashMap::new();
     for s in schedules {
-        let body = s.body.clone().expect("searches keep live resources");
+        let body = s.body.clone();
         let mut specialties: Vec<String> = codes(&body["specialty"]).collect();
         let mut practitioner = None;
         for actor in actors(&s, "") {
@@ -424,7 +435,7 @@ async fn find_appointments(
             }
         }
         info.insert(
-            reference_of(&s),
+            s.reference.clone(),
             ScheduleInfo {
                 body,
                 practitioner,
@@ -450,7 +461,7 @@ async fn find_appointments(
         )
         .await?;
         for v in visits {
-            let body = v.body.as_ref().expect("searches keep live resources");
+            let body = &v.body;
             let Some(start) = body["start"]
                 .as_str()
                 .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
@@ -470,7 +481,7 @@ async fn find_appointments(
     }
 
     // The free Slots: the earliest of all, and those of practitioners seen before.
-    let mut slots: Vec<Version> = Vec::new();
+    let mut slots: Vec<Live> = Vec::new();
     let all: Vec<String> = info.keys().cloned().collect();
     let seen = history.practitioners();
     let familiar: Vec<String> = info
@@ -499,18 +510,21 @@ async fn find_appointments(
         }
     }
     let mut seen_slot = HashSet::new();
-    let mut bodies: HashMap<String, Value> = HashMap::new();
+    let mut bodies: HashMap<String, (Value, String)> = HashMap::new();
     let mut candidates = Vec::new();
     for v in slots {
         if !seen_slot.insert(v.id.clone()) {
             continue;
         }
-        let body = v.body.expect("searches keep live resources");
+        let body = v.body;
         let Some(slot) = SlotState::of(&v.id, v.version, &body) else {
             continue;
         };
-        let schedule = body["schedule"]["reference"].as_str().unwrap_or("");
-        let Some(s) = info.get(schedule) else {
+        let schedule = body["schedule"]["reference"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let Some(s) = info.get(&schedule) else {
             continue;
         };
         candidates.push(Candidate {
@@ -520,7 +534,7 @@ async fn find_appointments(
             practitioner: s.practitioner.clone(),
             specialties: s.specialties.clone(),
         });
-        bodies.insert(v.id, body);
+        bodies.insert(v.id, (body, schedule));
     }
 
     let request = find::Request {
@@ -532,44 +546,52 @@ async fn find_appointments(
     let ranked = find::rank(&candidates, &request, i.count);
     let entries: Vec<Value> = ranked
         .iter()
-        .map(|s| {
-            let slot = &bodies[&s.candidate.slot];
-            let schedule = &info[slot["schedule"]["reference"].as_str().unwrap_or("")];
-            json!({
-                "resource": proposal(s, slot, schedule, &i),
+        .filter_map(|s| {
+            let (slot, schedule) = bodies.get(&s.candidate.slot)?;
+            Some(json!({
+                "resource": proposal(s, slot, info.get(schedule)?, &i),
                 "search": {"mode": "match", "score": s.score / 100.0},
-            })
+            }))
         })
         .collect();
     let query: Vec<String> = inputs
         .iter()
         .map(|(k, v)| format!("{k}={}", urlencoding(v)))
         .collect();
-    Ok(Reply::ok(json!({
+    // The proposals are not stored (no ids for the audit trail to read from the body): the
+    // AuditEvent names the Slots offered and the patient whose visits ranked them.
+    let disclosed = super::audit::AuditNote::Disclosed {
+        entities: ranked
+            .iter()
+            .map(|s| format!("Slot/{}", s.candidate.slot))
+            .collect(),
+        patients: i
+            .patient
+            .iter()
+            .filter_map(|p| p.strip_prefix("Patient/").map(str::to_string))
+            .collect(),
+    };
+    let mut reply = Reply::ok(json!({
         "resourceType": "Bundle",
         "type": "searchset",
         "total": entries.len(),
         "link": [{"relation": "self",
                   "url": format!("{}/Appointment/$find?{}", state.base_url, query.join("&"))}],
         "entry": entries,
-    })))
+    }));
+    reply.audit = Some(disclosed);
+    Ok(reply)
 }
 
-fn actors(schedule: &Version, prefix: &str) -> Vec<String> {
-    schedule
-        .body
-        .as_ref()
-        .map(|b| {
-            b["actor"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|a| a["reference"].as_str())
-                .filter(|r| r.starts_with(prefix))
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
+fn actors(schedule: &Live, prefix: &str) -> Vec<String> {
+    schedule.body["actor"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["reference"].as_str())
+        .filter(|r| r.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
 }
 
 fn dedup(values: &[String]) -> Vec<String> {
