@@ -28,6 +28,10 @@ struct Args {
     /// Requests per scenario.
     #[arg(long, default_value_t = 3000)]
     requests: usize,
+    /// Requests of the read and search scenarios, if not `--requests` (a longer read phase,
+    /// for profiling).
+    #[arg(long)]
+    reads: Option<usize>,
     /// PID of the server, to report its resident memory.
     #[arg(long)]
     pid: Option<u32>,
@@ -152,8 +156,9 @@ async fn http(args: Args) {
     report("create", conns, lat, wall, err);
 
     let ids: Arc<Vec<String>> = Arc::new(ids.lock().unwrap().clone());
+    let reads = args.reads.unwrap_or(args.requests);
     let (c, b, i2) = (clients.clone(), base.clone(), ids.clone());
-    let (lat, wall, err) = drive(conns, args.requests, move |w, i| {
+    let (lat, wall, err) = drive(conns, reads, move |w, i| {
         let (c, b, ids) = (c.clone(), b.clone(), i2.clone());
         async move {
             let id = &ids[(i * 7919) % ids.len()];
@@ -169,7 +174,7 @@ async fn http(args: Args) {
     // A search by identifier (one match), and one by family name with a page of results.
     let (c, b) = (clients.clone(), base.clone());
     let n = args.requests;
-    let (lat, wall, err) = drive(conns, args.requests, move |w, i| {
+    let (lat, wall, err) = drive(conns, reads, move |w, i| {
         let (c, b) = (c.clone(), b.clone());
         async move {
             let k = (i * 7919) % n;

@@ -8,8 +8,9 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{json, Value};
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+
+use crate::store::audit_events::{AuditRecord, AuditRef};
 
 /// `AuditEvent.action`. <https://hl7.org/fhir/R4/valueset-audit-event-action.html>
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,127 +104,347 @@ impl Event {
         }
     }
 
-    /// The AuditEvent resource (without an id: the store gives it one).
-    pub fn to_resource(&self, server: &str, recorded: DateTime<Utc>) -> Value {
-        let coding = |system: &str, code: &str, display: &str| json!({"system": system, "code": code, "display": display});
-        const DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";
-        const ENTITY_TYPE: &str = "http://terminology.hl7.org/CodeSystem/audit-entity-type";
-        const ROLE: &str = "http://terminology.hl7.org/CodeSystem/object-role";
+    /// The AuditEvent as it is stored: its text, written straight from the event (no JSON
+    /// tree), with a fresh id; and its search columns, taken from the event too (a unit test
+    /// checks them against what the generic index extraction finds in the text).
+    pub fn record(&self, server: &str, recorded: DateTime<Utc>) -> AuditRecord {
+        let id = crate::fhir::id::new_id();
+        let last_updated = Utc::now().trunc_subsecs(6);
+        let users = format!("{server}/auth/users");
+        let clients = format!("{server}/auth/clients");
+        let recorded_text = recorded.to_rfc3339_opts(SecondsFormat::Millis, true);
 
-        let mut agents = Vec::new();
+        let mut agent = Vec::with_capacity(3);
         if self.agent.fhir_user.is_some() || self.agent.subject.is_some() {
-            let mut who = json!({});
-            if let Some(u) = &self.agent.fhir_user {
-                who["reference"] = json!(u);
-            }
-            if let Some(s) = &self.agent.subject {
-                who["identifier"] = json!({"system": format!("{server}/auth/users"), "value": s});
-            }
-            agents.push(json!({
-                "type": {"coding": [coding(
+            agent.push(json::Agent {
+                kind: json::Codeable::of(
                     "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
                     "IRCP",
                     "information recipient",
-                )]},
-                "who": who,
-                "requestor": true,
-            }));
+                ),
+                who: Some(json::Who {
+                    reference: self.agent.fhir_user.as_deref(),
+                    identifier: self.agent.subject.as_deref().map(|value| json::Identifier {
+                        system: Some(&users),
+                        value,
+                    }),
+                    display: None,
+                }),
+                requestor: true,
+                network: None,
+            });
         }
-        let mut client = json!({
-            "type": {"coding": [coding(DCM, "110153", "Source Role ID")]},
-            "requestor": agents.is_empty(),
+        agent.push(json::Agent {
+            kind: json::Codeable::of(DCM, "110153", "Source Role ID"),
+            who: self.agent.client_id.as_deref().map(|value| json::Who {
+                reference: None,
+                identifier: Some(json::Identifier {
+                    system: Some(&clients),
+                    value,
+                }),
+                display: None,
+            }),
+            requestor: agent.is_empty(),
+            network: self
+                .agent
+                .address
+                .as_deref()
+                .map(|address| json::Network { address, kind: "2" }),
         });
-        if let Some(c) = &self.agent.client_id {
-            client["who"] =
-                json!({"identifier": {"system": format!("{server}/auth/clients"), "value": c}});
-        }
-        if let Some(a) = &self.agent.address {
-            client["network"] = json!({"address": a, "type": "2"});
-        }
-        agents.push(client);
-        agents.push(json!({
-            "type": {"coding": [coding(DCM, "110152", "Destination Role ID")]},
-            "who": {"display": "Hearth"},
-            "requestor": false,
-            "network": {"address": server, "type": "5"},
-        }));
+        agent.push(json::Agent {
+            kind: json::Codeable::of(DCM, "110152", "Destination Role ID"),
+            who: Some(json::Who {
+                reference: None,
+                identifier: None,
+                display: Some("Hearth"),
+            }),
+            requestor: false,
+            network: Some(json::Network {
+                address: server,
+                kind: "5",
+            }),
+        });
 
-        let mut entities: Vec<Value> = self
+        let patients: Vec<String> = self
             .patients
             .iter()
-            .map(|p| {
-                json!({
-                    "what": {"reference": format!("Patient/{p}")},
-                    "type": coding(ENTITY_TYPE, "1", "Person"),
-                    "role": coding(ROLE, "1", "Patient"),
-                })
-            })
+            .map(|p| format!("Patient/{p}"))
             .collect();
-        entities.extend(self.entities.iter().map(|e| {
-            json!({
-                "what": {"reference": e},
-                "type": coding(ENTITY_TYPE, "2", "System Object"),
-                "role": coding(ROLE, "4", "Domain Resource"),
-            })
-        }));
+        let mut entity = Vec::with_capacity(patients.len() + self.entities.len() + 2);
+        for p in &patients {
+            entity.push(json::Entity {
+                what: Some(json::What::Reference { reference: p }),
+                kind: json::Coding::new(ENTITY_TYPE, "1", "Person"),
+                role: Some(json::Coding::new(ROLE, "1", "Patient")),
+                query: None,
+            });
+        }
+        for e in &self.entities {
+            entity.push(json::Entity {
+                what: Some(json::What::Reference { reference: e }),
+                kind: json::Coding::new(ENTITY_TYPE, "2", "System Object"),
+                role: Some(json::Coding::new(ROLE, "4", "Domain Resource")),
+                query: None,
+            });
+        }
         // BALP's transaction entity: the request id, to find the server's log lines.
-        if let Some(id) = &self.request_id {
-            entities.push(json!({
-                "what": {"identifier": {"value": id}},
-                "type": coding(
+        if let Some(value) = &self.request_id {
+            entity.push(json::Entity {
+                what: Some(json::What::Identifier {
+                    identifier: json::Identifier {
+                        system: None,
+                        value,
+                    },
+                }),
+                kind: json::Coding::new(
                     "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType",
                     "XrequestId",
                     "X-Request-Id",
                 ),
-            }));
+                role: None,
+                query: None,
+            });
         }
         if let Some(q) = &self.query {
-            entities.push(json!({
-                "type": coding(ENTITY_TYPE, "2", "System Object"),
-                "role": coding(ROLE, "24", "Query"),
-                "query": STANDARD.encode(q.as_bytes()),
-            }));
+            entity.push(json::Entity {
+                what: None,
+                kind: json::Coding::new(ENTITY_TYPE, "2", "System Object"),
+                role: Some(json::Coding::new(ROLE, "24", "Query")),
+                query: Some(STANDARD.encode(q.as_bytes())),
+            });
         }
-
-        let mut event = json!({
-            "resourceType": "AuditEvent",
-            "type": coding(
-                "http://terminology.hl7.org/CodeSystem/audit-event-type",
-                "rest",
-                "Restful Operation",
-            ),
-            "subtype": [coding("http://hl7.org/fhir/restful-interaction", &self.interaction, &self.interaction)],
-            "action": self.action.code(),
-            "recorded": recorded.to_rfc3339_opts(SecondsFormat::Millis, true),
-            "outcome": self.outcome(),
-            "agent": agents,
-            "source": {
-                "site": server,
-                "observer": {"display": "Hearth"},
-                "type": [coding(
+        let outcome_desc = match &self.description {
+            Some(d) => Some(d.clone()),
+            None if self.status >= 400 => Some(format!("HTTP {}", self.status)),
+            None => None,
+        };
+        let last_updated_text = crate::fhir::datetime::format_instant(last_updated);
+        let event = json::AuditEvent {
+            resource_type: "AuditEvent",
+            id: &id,
+            meta: json::Meta {
+                version_id: "1",
+                last_updated: &last_updated_text,
+            },
+            kind: json::Coding::new(EVENT_TYPE, "rest", "Restful Operation"),
+            subtype: [json::Coding::new(
+                INTERACTION,
+                &self.interaction,
+                &self.interaction,
+            )],
+            action: self.action.code(),
+            recorded: &recorded_text,
+            outcome: self.outcome(),
+            outcome_desc: outcome_desc.as_deref(),
+            agent,
+            source: json::Source {
+                site: server,
+                observer: json::Who {
+                    reference: None,
+                    identifier: None,
+                    display: Some("Hearth"),
+                },
+                kind: [json::Coding::new(
                     "http://terminology.hl7.org/CodeSystem/security-source-type",
                     "4",
                     "Application Server",
                 )],
             },
-        });
-        match &self.description {
-            Some(d) => event["outcomeDesc"] = json!(d),
-            None if self.status >= 400 => {
-                event["outcomeDesc"] = json!(format!("HTTP {}", self.status))
+            entity,
+        };
+        let body = serde_json::to_string(&event).unwrap_or_default();
+
+        let mut refs = Vec::with_capacity(8);
+        let reference = |param: &'static str, r: &str| {
+            let (kind, rest) = r.split_once('/')?;
+            let id = rest.split('/').next()?;
+            Some(AuditRef {
+                param,
+                system: Some(kind.to_string()),
+                value: id.to_string(),
+            })
+        };
+        let token = |param: &'static str, system: Option<&str>, value: &str| AuditRef {
+            param,
+            system: system.map(str::to_string),
+            value: value.to_string(),
+        };
+        if let Some(user) = &self.agent.fhir_user {
+            refs.extend(reference("agent", user));
+            if user.starts_with("Patient/") {
+                refs.extend(reference("patient", user));
             }
-            None => {}
         }
-        if !entities.is_empty() {
-            event["entity"] = json!(entities);
+        if let Some(subject) = &self.agent.subject {
+            refs.push(token("agent:identifier", Some(&users), subject));
         }
-        event
+        if let Some(client) = &self.agent.client_id {
+            refs.push(token("agent:identifier", Some(&clients), client));
+        }
+        for r in patients.iter().chain(&self.entities) {
+            refs.extend(reference("entity", r));
+            if r.starts_with("Patient/") {
+                refs.extend(reference("patient", r));
+            }
+        }
+        if let Some(id) = &self.request_id {
+            refs.push(token("entity:identifier", None, id));
+        }
+        refs.push(token("subtype", Some(INTERACTION), &self.interaction));
+        refs.sort();
+        refs.dedup();
+        let lo = recorded.timestamp_millis() * 1000;
+        AuditRecord {
+            id,
+            recorded: (lo, lo + 1000),
+            last_updated,
+            type_system: Some(EVENT_TYPE.to_string()),
+            type_code: Some("rest".to_string()),
+            action: Some(self.action.code().to_string()),
+            outcome: Some(self.outcome().to_string()),
+            body,
+            refs,
+        }
+    }
+}
+
+const DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";
+const ENTITY_TYPE: &str = "http://terminology.hl7.org/CodeSystem/audit-entity-type";
+const ROLE: &str = "http://terminology.hl7.org/CodeSystem/object-role";
+const EVENT_TYPE: &str = "http://terminology.hl7.org/CodeSystem/audit-event-type";
+const INTERACTION: &str = "http://hl7.org/fhir/restful-interaction";
+
+/// The JSON shape of the AuditEvents Hearth writes, borrowed from the event.
+mod json {
+    use serde::Serialize;
+
+    #[derive(Serialize)]
+    pub struct Coding<'a> {
+        pub system: &'a str,
+        pub code: &'a str,
+        pub display: &'a str,
+    }
+
+    impl<'a> Coding<'a> {
+        pub fn new(system: &'a str, code: &'a str, display: &'a str) -> Coding<'a> {
+            Coding {
+                system,
+                code,
+                display,
+            }
+        }
+    }
+
+    #[derive(Serialize)]
+    pub struct Codeable<'a> {
+        pub coding: [Coding<'a>; 1],
+    }
+
+    impl<'a> Codeable<'a> {
+        pub fn of(system: &'a str, code: &'a str, display: &'a str) -> Codeable<'a> {
+            Codeable {
+                coding: [Coding::new(system, code, display)],
+            }
+        }
+    }
+
+    #[derive(Serialize)]
+    pub struct Identifier<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub system: Option<&'a str>,
+        pub value: &'a str,
+    }
+
+    #[derive(Serialize)]
+    pub struct Who<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub reference: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub identifier: Option<Identifier<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub display: Option<&'a str>,
+    }
+
+    #[derive(Serialize)]
+    pub struct Network<'a> {
+        pub address: &'a str,
+        #[serde(rename = "type")]
+        pub kind: &'a str,
+    }
+
+    #[derive(Serialize)]
+    pub struct Agent<'a> {
+        #[serde(rename = "type")]
+        pub kind: Codeable<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub who: Option<Who<'a>>,
+        pub requestor: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub network: Option<Network<'a>>,
+    }
+
+    #[derive(Serialize)]
+    #[serde(untagged)]
+    pub enum What<'a> {
+        Reference { reference: &'a str },
+        Identifier { identifier: Identifier<'a> },
+    }
+
+    #[derive(Serialize)]
+    pub struct Entity<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub what: Option<What<'a>>,
+        #[serde(rename = "type")]
+        pub kind: Coding<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub role: Option<Coding<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub query: Option<String>,
+    }
+
+    #[derive(Serialize)]
+    pub struct Source<'a> {
+        pub site: &'a str,
+        pub observer: Who<'a>,
+        #[serde(rename = "type")]
+        pub kind: [Coding<'a>; 1],
+    }
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Meta<'a> {
+        pub version_id: &'a str,
+        pub last_updated: &'a str,
+    }
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct AuditEvent<'a> {
+        pub resource_type: &'a str,
+        pub id: &'a str,
+        pub meta: Meta<'a>,
+        #[serde(rename = "type")]
+        pub kind: Coding<'a>,
+        pub subtype: [Coding<'a>; 1],
+        pub action: &'a str,
+        pub recorded: &'a str,
+        pub outcome: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub outcome_desc: Option<&'a str>,
+        pub agent: Vec<Agent<'a>>,
+        pub source: Source<'a>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        pub entity: Vec<Entity<'a>>,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::search::registry::Registry;
+    use crate::store::audit_events::record_of;
+    use crate::store::Indexer;
+    use serde_json::Value;
 
     fn search_event() -> Event {
         let mut e = Event::new(
@@ -238,24 +459,35 @@ mod tests {
         );
         e.query = Some("Observation?code=1234-5".into());
         e.patients = vec!["p1".into(), "p2".into()];
+        e.entities = vec!["Observation/o1/_history/3".into()];
         e.request_id = Some("r-1".into());
         e
     }
 
+    fn resource(e: &Event) -> Value {
+        serde_json::from_str(&e.record("http://h/fhir", Utc::now()).body).unwrap()
+    }
+
     #[test]
     fn a_search_names_its_query_and_every_patient() {
-        let v = search_event().to_resource("http://h/fhir", Utc::now());
+        let v = resource(&search_event());
+        assert_eq!(v["resourceType"], "AuditEvent");
+        assert_eq!(v["meta"]["versionId"], "1");
         assert_eq!(v["action"], "R");
         assert_eq!(v["outcome"], "0");
         assert_eq!(v["subtype"][0]["code"], "search-type");
         let entities = v["entity"].as_array().unwrap();
-        assert_eq!(entities.len(), 4);
-        assert_eq!(entities[2]["what"]["identifier"]["value"], "r-1");
+        assert_eq!(entities.len(), 5);
         assert_eq!(entities[0]["what"]["reference"], "Patient/p1");
         assert_eq!(entities[1]["what"]["reference"], "Patient/p2");
         assert_eq!(
+            entities[2]["what"]["reference"],
+            "Observation/o1/_history/3"
+        );
+        assert_eq!(entities[3]["what"]["identifier"]["value"], "r-1");
+        assert_eq!(
             STANDARD
-                .decode(entities[3]["query"].as_str().unwrap())
+                .decode(entities[4]["query"].as_str().unwrap())
                 .unwrap(),
             b"Observation?code=1234-5"
         );
@@ -264,12 +496,32 @@ mod tests {
         assert_eq!(agents[0]["requestor"], true);
         assert_eq!(agents[1]["network"]["address"], "10.0.0.5");
         assert_eq!(agents[1]["who"]["identifier"]["value"], "app");
+        assert_eq!(agents[1]["requestor"], false);
+    }
+
+    /// The search columns written straight from the event are those the generic index
+    /// extraction finds in its text, so client-sent and Hearth-written events search alike.
+    #[test]
+    fn the_search_columns_match_what_the_index_extraction_finds() {
+        let indexer = Indexer::new(Registry::r4().clone(), "http://h/fhir".into());
+        let mut patient_reads = search_event();
+        patient_reads.agent.fhir_user = Some("Patient/p9".into());
+        for e in [
+            search_event(),
+            patient_reads,
+            Event::new("read", 401, Agent::default()),
+        ] {
+            let direct = e.record("http://h/fhir", Utc::now());
+            let body: Value = serde_json::from_str(&direct.body).unwrap();
+            let generic = record_of(&indexer, &body, direct.body.clone(), direct.last_updated);
+            assert_eq!(direct, generic);
+        }
     }
 
     #[test]
     fn refusals_are_minor_failures_and_anonymous_requests_still_have_a_requestor() {
         let e = Event::new("read", 401, Agent::default());
-        let v = e.to_resource("http://h/fhir", Utc::now());
+        let v = resource(&e);
         assert_eq!(v["outcome"], "4");
         assert_eq!(v["outcomeDesc"], "HTTP 401");
         assert_eq!(v["agent"][0]["requestor"], true);

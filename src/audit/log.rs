@@ -10,12 +10,12 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::chain::link_hash;
 use super::event::{Agent, Event};
 use crate::error::Result;
+use crate::store::audit_events::AuditRecord;
 use crate::store::Store;
 
 /// How the trail is kept (from `Config`).
@@ -101,9 +101,9 @@ impl AuditLog {
         self.enabled
     }
 
-    /// The AuditEvent resource of `event`, recorded now.
-    pub fn resource(&self, event: &Event) -> Value {
-        event.to_resource(&self.server, chrono::Utc::now())
+    /// The stored form of `event`, recorded now.
+    pub fn record_now(&self, event: &Event) -> AuditRecord {
+        event.record(&self.server, chrono::Utc::now())
     }
 
     /// Queues `event`; waits while the queue is full.
@@ -200,7 +200,7 @@ async fn write_loop(store: Store, server: String, mut rx: mpsc::Receiver<Message
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
-                Message::Event(e, recorded) => events.push(e.to_resource(&server, recorded)),
+                Message::Event(e, recorded) => events.push(e.record(&server, recorded)),
                 Message::Flush(f) => flushes.push(f),
             }
             if events.len() < BATCH {
@@ -208,9 +208,9 @@ async fn write_loop(store: Store, server: String, mut rx: mpsc::Receiver<Message
             }
         }
         if !events.is_empty() {
-            let batch: Vec<Value> = std::mem::take(&mut events);
+            let batch: Vec<AuditRecord> = std::mem::take(&mut events);
             let mut wait = Duration::from_millis(100);
-            while let Err(e) = store.append_audit_events(batch.clone()).await {
+            while let Err(e) = store.append_audit_events(&batch).await {
                 tracing::warn!(
                     error = e.message(),
                     events = batch.len(),

@@ -17,6 +17,7 @@ use super::AppState;
 use crate::audit::{Agent, Event};
 use crate::auth::Access;
 use crate::search::compartment::patients_of;
+use crate::store::audit_events::AuditRecord;
 use crate::store::{Indexer, Written};
 
 /// The request id `observe` gave the request.
@@ -188,7 +189,7 @@ pub fn trail<'a>(
     state: &'a AppState,
     req: &'a FhirRequest,
     code: &'a str,
-) -> impl Fn(&[Written]) -> Vec<Value> + Send + Sync + 'a {
+) -> impl Fn(&[Written]) -> Vec<AuditRecord> + Send + Sync + 'a {
     move |done: &[Written]| {
         if !state.audit.enabled() {
             return Vec::new();
@@ -216,7 +217,7 @@ pub fn trail<'a>(
                     None if v.resource_type == "Patient" => vec![v.id.clone()],
                     None => Vec::new(),
                 };
-                state.audit.resource(&event)
+                state.audit.record_now(&event)
             })
             .collect()
     }

@@ -302,11 +302,7 @@ pub(super) fn append_only(resource_type: &str) -> Result<()> {
 }
 
 fn audit_trail_is_append_only() -> Error {
-    Error::new(
-        ErrorKind::MethodNotAllowed,
-        IssueType::NotSupported,
-        "AuditEvents cannot be changed or deleted: the audit trail is append-only",
-    )
+    crate::store::append_only()
 }
 
 /// Parses the criteria of a conditional interaction. Always strict: a criterion silently

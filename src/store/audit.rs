@@ -1,80 +1,18 @@
-//! The SQL of the audit chain (`migrations/*/0006_audit.sql`): every AuditEvent resource is
-//! queued for the chain in the transaction that creates it, one sealer at a time links the
+//! The SQL of the audit chain (`migrations/*/0006_audit.sql`): every AuditEvent is
+//! queued for the chain in the transaction that creates it (see [`audit_events`]), one sealer at a time links the
 //! queued events into the chain, `hearth audit verify` reads the chain back in order, and
 //! retention removes its oldest part. The hashing itself is the caller's (`audit::chain`).
 
-use chrono::{DateTime, Utc};
-use serde_json::Value;
 use sqlx::Row;
 
+use super::audit_events::{self, AuditRecord};
 use super::index_write::TABLES;
-use super::{db_error, Store};
-use crate::error::Result;
-
-/// `AuditEvent.recorded` in Unix milliseconds, or the write time if it is unreadable.
-fn recorded_ms(body: &Value, written: DateTime<Utc>) -> i64 {
-    body["recorded"]
-        .as_str()
-        .and_then(|r| DateTime::parse_from_rfc3339(r).ok())
-        .map_or(written.timestamp_millis(), |r| r.timestamp_millis())
-}
-
-/// Queues a new AuditEvent (resource `key`) for the chain, in its creating transaction.
-pub(super) async fn enqueue_pg(
-    conn: &mut sqlx::PgConnection,
-    key: i64,
-    body: &Value,
-    written: DateTime<Utc>,
-) -> Result<()> {
-    sqlx::query("INSERT INTO audit_chain (key, recorded) VALUES ($1, $2)")
-        .bind(key)
-        .bind(recorded_ms(body, written))
-        .execute(conn)
-        .await
-        .map_err(db_error)?;
-    Ok(())
-}
-
-/// [`enqueue_pg`] for a batch of new AuditEvents (resource keys and bodies), in one statement.
-pub(super) async fn enqueue_many_pg(
-    conn: &mut sqlx::PgConnection,
-    events: &[(i64, &Value)],
-    written: DateTime<Utc>,
-) -> Result<()> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let keys: Vec<i64> = events.iter().map(|(k, _)| *k).collect();
-    let recorded: Vec<i64> = events
-        .iter()
-        .map(|(_, b)| recorded_ms(b, written))
-        .collect();
-    sqlx::query(
-        "INSERT INTO audit_chain (key, recorded) SELECT * FROM unnest($1::bigint[], $2::bigint[])",
-    )
-    .bind(&keys)
-    .bind(&recorded)
-    .execute(conn)
-    .await
-    .map_err(db_error)?;
-    Ok(())
-}
-
-/// [`enqueue_pg`] for SQLite.
-pub(super) async fn enqueue_sqlite(
-    conn: &mut sqlx::SqliteConnection,
-    key: i64,
-    body: &Value,
-    written: DateTime<Utc>,
-) -> Result<()> {
-    sqlx::query("INSERT INTO audit_chain (key, recorded) VALUES (?1, ?2)")
-        .bind(key)
-        .bind(recorded_ms(body, written))
-        .execute(conn)
-        .await
-        .map_err(db_error)?;
-    Ok(())
-}
+use super::search_sql::{Bind, PageCursor, Sql};
+use super::{
+    db_error, HistoryPage, HistoryQuery, HistoryScope, ResourceStore, SearchPage, Store, Version,
+};
+use crate::error::{Error, Result};
+use crate::search::query::{Search, Total};
 
 /// One link of the chain as stored: its position, the hashes, and the stored text of its
 /// AuditEvent (`None` if that resource is gone).
@@ -131,12 +69,33 @@ macro_rules! in_transaction {
 }
 
 impl Store {
-    /// Stores a batch of new AuditEvents (each gets a fresh id) in one transaction, queued
-    /// for the chain.
-    pub async fn append_audit_events(&self, bodies: Vec<Value>) -> Result<()> {
-        match self {
-            Store::Postgres(s) => s.append_many("AuditEvent", bodies).await,
-            Store::Sqlite(s) => s.append_many("AuditEvent", bodies).await,
+    /// Stores a batch of new AuditEvents in one transaction, queued for the chain.
+    pub async fn append_audit_events(&self, records: &[AuditRecord]) -> Result<()> {
+        let taken = match self {
+            Store::Postgres(s) => {
+                let mut tx = s.pool.begin().await.map_err(db_error)?;
+                let taken = audit_events::insert_pg(&mut tx, records).await?;
+                tx.commit().await.map_err(db_error)?;
+                taken
+            }
+            Store::Sqlite(s) => {
+                let _writing = s.writer.lock().await;
+                let mut tx = s
+                    .pool
+                    .begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .map_err(db_error)?;
+                let taken = audit_events::insert_sqlite(&mut tx, records).await?;
+                tx.commit().await.map_err(db_error)?;
+                taken
+            }
+        };
+        if taken.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::internal(
+                "a freshly generated AuditEvent id was already taken",
+            ))
         }
     }
 
@@ -163,7 +122,7 @@ impl Store {
                 None => (0, String::new()),
             };
             let queued = sqlx::query(sqlx::AssertSqlSafe(sql(
-                "SELECT c.key, r.body::text FROM audit_chain c JOIN resource r ON r.key = c.key
+                "SELECT c.key, e.body FROM audit_chain c JOIN audit_event e ON e.key = c.key
                  WHERE c.seq IS NULL ORDER BY c.key LIMIT $1",
             )))
             .bind(limit)
@@ -187,8 +146,8 @@ impl Store {
 
     /// The links after position `after`, at most `limit`, in chain order.
     pub async fn audit_links(&self, after: i64, limit: i64) -> Result<Vec<Link>> {
-        let text = "SELECT c.seq, c.key, c.prev, c.hash, r.body::text FROM audit_chain c
-             LEFT JOIN resource r ON r.key = c.key AND r.type = 'AuditEvent'
+        let text = "SELECT c.seq, c.key, c.prev, c.hash, e.body FROM audit_chain c
+             LEFT JOIN audit_event e ON e.key = c.key
              WHERE c.seq > $1 ORDER BY c.seq LIMIT $2";
         let rows = match self {
             Store::Postgres(s) => sqlx::query(text)
@@ -200,17 +159,15 @@ impl Store {
                 .iter()
                 .map(link)
                 .collect::<std::result::Result<Vec<_>, _>>(),
-            Store::Sqlite(s) => sqlx::query(sqlx::AssertSqlSafe(
-                text.replace('$', "?").replace("::text", ""),
-            ))
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&s.pool)
-            .await
-            .map_err(db_error)?
-            .iter()
-            .map(link)
-            .collect::<std::result::Result<Vec<_>, _>>(),
+            Store::Sqlite(s) => sqlx::query(sqlx::AssertSqlSafe(text.replace('$', "?")))
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&s.pool)
+                .await
+                .map_err(db_error)?
+                .iter()
+                .map(link)
+                .collect::<std::result::Result<Vec<_>, _>>(),
         };
         rows.map_err(db_error)
     }
@@ -220,8 +177,8 @@ impl Store {
         let text = "SELECT
             (SELECT count(*) FROM audit_chain WHERE seq IS NOT NULL),
             (SELECT count(*) FROM audit_chain WHERE seq IS NULL),
-            (SELECT count(*) FROM resource r WHERE r.type = 'AuditEvent'
-                AND NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.key = r.key))";
+            (SELECT count(*) FROM audit_event e
+                WHERE NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.key = e.key))";
         let row = match self {
             Store::Postgres(s) => sqlx::query(text).fetch_one(&s.pool).await.map(AnyRow::Pg),
             Store::Sqlite(s) => sqlx::query(text)
@@ -245,7 +202,7 @@ impl Store {
     }
 
     /// Removes the oldest part of the chain: every sealed event up to (not including) the
-    /// first one recorded at or after `before_ms`, with its versions and index rows. Answers
+    /// first one recorded at or after `before_ms`, with its search rows. Answers
     /// how many were removed and the hash the remaining chain now starts from.
     pub async fn audit_purge(&self, before_ms: i64) -> Result<(i64, Option<String>)> {
         in_transaction!(self, |tx, sql| {
@@ -262,7 +219,7 @@ impl Store {
                 return Ok((0, None));
             };
             let doomed = "SELECT key FROM audit_chain WHERE seq IS NOT NULL AND seq <= $1";
-            for table in TABLES.iter().chain(&["resource_version", "resource"]) {
+            for table in ["audit_ref", "audit_event"] {
                 sqlx::query(sqlx::AssertSqlSafe(sql(&format!(
                     "DELETE FROM {table} WHERE key IN ({doomed})"
                 ))))
@@ -359,4 +316,201 @@ where
         hash: row.try_get(3)?,
         body: row.try_get(4)?,
     })
+}
+
+/// Reads, searches and history of AuditEvent, answered from the audit table.
+impl Store {
+    async fn audit_rows(&self, sql: Sql) -> Result<Vec<(i64, Version, Option<i64>)>> {
+        match self {
+            Store::Postgres(s) => super::postgres::query(&sql)
+                .fetch_all(&s.pool)
+                .await
+                .map_err(db_error)?
+                .iter()
+                .map(audit_events::found)
+                .collect(),
+            Store::Sqlite(s) => super::sqlite::query(&sql)
+                .fetch_all(&s.pool)
+                .await
+                .map_err(db_error)?
+                .iter()
+                .map(audit_events::found)
+                .collect(),
+        }
+    }
+
+    /// One AuditEvent (they have one version only).
+    pub(super) async fn audit_read(&self, id: &str) -> Result<Option<Version>> {
+        let rows = self
+            .audit_rows(audit_events::read_query(self.dialect(), id))
+            .await?;
+        Ok(rows.into_iter().next().map(|(_, v, _)| v))
+    }
+
+    /// A search of AuditEvents: a page, and the total when asked or free.
+    pub(super) async fn audit_search(
+        &self,
+        search: &Search,
+        count_only: bool,
+    ) -> Result<SearchPage> {
+        let dialect = self.dialect();
+        let count = audit_events::count_query(dialect, search)?;
+        if count_only {
+            return Ok(SearchPage {
+                matches: Vec::new(),
+                included: Vec::new(),
+                next: None,
+                total: Some(self.count(count).await?),
+            });
+        }
+        let after = match &search.cursor {
+            Some(token) => Some(PageCursor::decode(token).ok_or_else(|| {
+                Error::bad_request("the _cursor parameter is not one this server wrote")
+            })?),
+            None => None,
+        };
+        let sql = audit_events::page_query(dialect, search, after.as_ref(), search.count + 1)?;
+        let mut rows = self.audit_rows(sql).await?;
+        let next = if rows.len() > search.count {
+            rows.truncate(search.count);
+            rows.last().map(|(key, _, sort)| {
+                PageCursor {
+                    values: sort.iter().map(|s| Some(Bind::Int(*s))).collect(),
+                    key: *key,
+                }
+                .encode()
+            })
+        } else {
+            None
+        };
+        let total = if after.is_none() && next.is_none() {
+            Some(rows.len() as i64)
+        } else if search.total == Total::Accurate {
+            Some(self.count(count).await?)
+        } else {
+            None
+        };
+        Ok(SearchPage {
+            matches: rows.into_iter().map(|(_, v, _)| v).collect(),
+            included: Vec::new(),
+            next,
+            total,
+        })
+    }
+
+    /// History of AuditEvents: one version per event, newest first.
+    pub(super) async fn audit_history(&self, q: &HistoryQuery) -> Result<HistoryPage> {
+        if let HistoryScope::Instance(_, id) = &q.scope {
+            let found = self.audit_read(id).await?;
+            let since = |v: &Version| q.since.is_none_or(|s| v.last_updated >= s);
+            let at = |v: &Version| q.at.is_none_or(|(_, end)| v.last_updated < end);
+            return Ok(HistoryPage {
+                versions: found.into_iter().filter(|v| since(v) && at(v)).collect(),
+                next: None,
+            });
+        }
+        let sql = audit_events::history_query(
+            self.dialect(),
+            q.since.map(|s| s.timestamp_micros()),
+            q.at.map(|(_, end)| end.timestamp_micros()),
+            q.after.map(|c| (c.last_updated.timestamp_micros(), c.seq)),
+            q.count + 1,
+        );
+        let rows = self.audit_rows(sql).await?;
+        Ok(super::page(
+            rows.into_iter().map(|(key, v, _)| (v, key)).collect(),
+            q.count,
+        ))
+    }
+
+    /// Moves the AuditEvents stored as generic resources (before migration 0007) into the
+    /// audit table, keeping their keys and so their place in the chain. Answers how many.
+    pub(super) async fn audit_move_legacy(&self) -> Result<u64> {
+        let indexer = self.indexer().clone();
+        let mut moved = 0;
+        loop {
+            let n = in_transaction!(self, |tx, sql| {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql(
+                    "SELECT key, body::text FROM resource WHERE type = 'AuditEvent' ORDER BY key LIMIT 500",
+                )))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+                let mut keys = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let key: i64 = row.try_get(0).map_err(db_error)?;
+                    let text: Option<String> = row.try_get(1).map_err(db_error)?;
+                    keys.push(key);
+                    let Some(text) = text else { continue };
+                    let body: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                        Error::internal(format!("a stored AuditEvent is not JSON: {e}"))
+                    })?;
+                    let last_updated = body
+                        .pointer("/meta/lastUpdated")
+                        .and_then(serde_json::Value::as_str)
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                        .map_or_else(chrono::Utc::now, |t| t.with_timezone(&chrono::Utc));
+                    let r = audit_events::record_of(&indexer, &body, text, last_updated);
+                    sqlx::query(sqlx::AssertSqlSafe(sql(
+                        "INSERT INTO audit_event (key, id, recorded, recorded_hi, last_updated,
+                            type_system, type_code, action, outcome, body)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    )))
+                    .bind(key)
+                    .bind(&r.id)
+                    .bind(r.recorded.0)
+                    .bind(r.recorded.1)
+                    .bind(r.last_updated.timestamp_micros())
+                    .bind(&r.type_system)
+                    .bind(&r.type_code)
+                    .bind(&r.action)
+                    .bind(&r.outcome)
+                    .bind(&r.body)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                    for x in &r.refs {
+                        sqlx::query(sqlx::AssertSqlSafe(sql(
+                            "INSERT INTO audit_ref (key, param, system, value) VALUES ($1, $2, $3, $4)",
+                        )))
+                        .bind(key)
+                        .bind(x.param)
+                        .bind(&x.system)
+                        .bind(&x.value)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                    }
+                }
+                for table in TABLES.iter().chain(&["resource_version", "resource"]) {
+                    for key in &keys {
+                        sqlx::query(sqlx::AssertSqlSafe(sql(&format!(
+                            "DELETE FROM {table} WHERE key = $1"
+                        ))))
+                        .bind(key)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                    }
+                }
+                Ok::<u64, Error>(rows.len() as u64)
+            })?;
+            moved += n;
+            if n == 0 {
+                break;
+            }
+        }
+        if moved > 0 {
+            if let Store::Postgres(s) = self {
+                sqlx::query(
+                    "SELECT setval(pg_get_serial_sequence('audit_event', 'key'),
+                        (SELECT max(key) FROM audit_event))",
+                )
+                .execute(&s.pool)
+                .await
+                .map_err(db_error)?;
+            }
+        }
+        Ok(moved)
+    }
 }

@@ -48,6 +48,7 @@ pub const POSTGRES: &[Migration] = &[
     migration!("postgres", 0004, "token_key_order"),
     migration!("postgres", 0005, "auth"),
     migration!("postgres", 0006, "audit"),
+    migration!("postgres", 0007, "audit_table"),
 ];
 #[allow(clippy::zero_prefixed_literal)]
 pub const SQLITE: &[Migration] = &[
@@ -57,4 +58,5 @@ pub const SQLITE: &[Migration] = &[
     migration!("sqlite", 0004, "token_key_order"),
     migration!("sqlite", 0005, "auth"),
     migration!("sqlite", 0006, "audit"),
+    migration!("sqlite", 0007, "audit_table"),
 ];

@@ -6,6 +6,7 @@
 //! expected version, so concurrent updates queue up instead of overwriting each other.
 
 pub mod audit;
+pub mod audit_events;
 pub mod auth;
 pub mod index_write;
 pub mod migrate;
@@ -241,8 +242,7 @@ impl Written {
 
 /// What to write in the same database transaction as some writes, made from what they did:
 /// the AuditEvents of those writes, so that a write and its record commit or fail together.
-/// Each returned resource is created with a fresh id.
-pub type Trail<'a> = &'a (dyn Fn(&[Written]) -> Vec<Value> + Send + Sync);
+pub type Trail<'a> = &'a (dyn Fn(&[Written]) -> Vec<audit_events::AuditRecord> + Send + Sync);
 
 /// Prefixes an error with the Bundle entry it is about.
 pub fn at_entry(index: usize, mut e: Error) -> Error {
@@ -368,10 +368,15 @@ impl Store {
 
     /// Applies the migrations this binary carries that the database has not seen yet.
     pub async fn migrate(&self) -> Result<Vec<&'static str>> {
-        match self {
+        let applied = match self {
             Store::Postgres(s) => s.migrate().await,
             Store::Sqlite(s) => s.migrate().await,
+        }?;
+        if applied.iter().any(|name| *name == "audit_table") {
+            let moved = self.audit_move_legacy().await?;
+            tracing::info!(moved, "AuditEvents moved to the audit table");
         }
+        Ok(applied)
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -384,6 +389,18 @@ impl Store {
     /// One page of a search, with its includes and, if asked, the total.
     /// <https://hl7.org/fhir/R4/search.html>
     pub async fn search(&self, search: &Search, count_only: bool) -> Result<SearchPage> {
+        if search.resource_type == AUDIT_EVENT && search.types.is_empty() {
+            return self.audit_search(search, count_only).await;
+        }
+        if search
+            .revincludes
+            .iter()
+            .any(|r| r.source_type == AUDIT_EVENT)
+        {
+            return Err(Error::bad_request(
+                "AuditEvents are not included in other searches; search AuditEvent?patient=... instead",
+            ));
+        }
         let dialect = self.dialect();
         let after = match &search.cursor {
             Some(token) => Some(PageCursor::decode(token).ok_or_else(|| {
@@ -612,6 +629,20 @@ impl ResourceStore for Store {
         body: Value,
         trail: Option<Trail<'_>>,
     ) -> Result<Version> {
+        if resource_type == AUDIT_EVENT {
+            let create = Write::Create {
+                resource_type: resource_type.into(),
+                id: crate::fhir::id::new_id(),
+                body,
+                unless: None,
+            };
+            let written = self.transaction(vec![(0, create)], trail).await?;
+            return Ok(Written::into_version(
+                written
+                    .try_into()
+                    .map_err(|_| Error::internal("one write, one result"))?,
+            ));
+        }
         dispatch!(self, s => s.create(resource_type, body, trail))
     }
     async fn update(
@@ -622,6 +653,9 @@ impl ResourceStore for Store {
         expected: Option<i64>,
         trail: Option<Trail<'_>>,
     ) -> Result<Updated> {
+        if resource_type == AUDIT_EVENT {
+            return Err(append_only());
+        }
         dispatch!(self, s => s.update(resource_type, id, body, expected, trail))
     }
     async fn delete(
@@ -631,16 +665,30 @@ impl ResourceStore for Store {
         expected: Option<i64>,
         trail: Option<Trail<'_>>,
     ) -> Result<Option<Version>> {
+        if resource_type == AUDIT_EVENT {
+            return Err(append_only());
+        }
         dispatch!(self, s => s.delete(resource_type, id, expected, trail))
     }
     async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Version>> {
+        if resource_type == AUDIT_EVENT {
+            return self.audit_read(id).await;
+        }
         dispatch!(self, s => s.read(resource_type, id))
     }
     async fn vread(&self, resource_type: &str, id: &str, version: i64) -> Result<Option<Version>> {
+        if resource_type == AUDIT_EVENT {
+            return Ok(self.audit_read(id).await?.filter(|_| version == 1));
+        }
         dispatch!(self, s => s.vread(resource_type, id, version))
     }
     async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage> {
-        dispatch!(self, s => s.history(query))
+        match &query.scope {
+            HistoryScope::Type(t) | HistoryScope::Instance(t, _) if t == AUDIT_EVENT => {
+                self.audit_history(query).await
+            }
+            _ => dispatch!(self, s => s.history(query)),
+        }
     }
     async fn ping(&self) -> Result<()> {
         dispatch!(self, s => s.ping())
@@ -668,8 +716,25 @@ impl ResourceStore for Store {
         condition: (String, Sql),
         trail: Option<Trail<'_>>,
     ) -> Result<std::result::Result<Version, Vec<Version>>> {
+        if resource_type == AUDIT_EVENT {
+            return Err(Error::bad_request(
+                "conditional create (If-None-Exist) is not supported for AuditEvent",
+            ));
+        }
         dispatch!(self, s => s.create_unless(resource_type, body, condition, trail))
     }
+}
+
+/// The type stored in its own table ([`audit_events`]).
+const AUDIT_EVENT: &str = "AuditEvent";
+
+/// AuditEvents are append-only (405). <https://hl7.org/fhir/R4/auditevent.html>
+pub fn append_only() -> Error {
+    Error::new(
+        crate::error::ErrorKind::MethodNotAllowed,
+        crate::fhir::outcome::IssueType::NotSupported,
+        "AuditEvents cannot be changed or deleted: the audit trail is append-only",
+    )
 }
 
 /// The time a write is stamped with: now, at the microsecond precision both databases keep.

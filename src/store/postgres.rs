@@ -10,7 +10,7 @@ use sqlx::query::Query;
 use sqlx::types::Json;
 use sqlx::{Postgres, QueryBuilder, Row};
 
-use super::audit;
+use super::audit_events;
 use super::index_write;
 use super::migrate::{Migration, POSTGRES};
 use super::search_sql::{Bind, Dialect, Sql};
@@ -30,7 +30,7 @@ pub struct PgStore {
 }
 
 /// A compiled search statement with its binds.
-fn query(sql: &Sql) -> Query<'_, Postgres, PgArguments> {
+pub(super) fn query(sql: &Sql) -> Query<'_, Postgres, PgArguments> {
     // Not kept as a prepared statement: search and index SQL vary in shape (the cache would
     // churn), and a one-off statement is planned for its actual values, never with a generic
     // plan that ignores how selective they are.
@@ -252,75 +252,10 @@ async fn insert_new(
     .fetch_optional(&mut *conn)
     .await
     .map_err(db_error)?;
-    if let (Some(key), "AuditEvent") = (key, resource_type) {
-        audit::enqueue_pg(conn, key, body, last_updated).await?;
-    }
     Ok(key)
 }
 
 impl PgStore {
-    /// Creates many new resources of one type in one transaction and a handful of
-    /// statements (the audit writer's batches), whatever their number.
-    pub(super) async fn append_many(
-        &self,
-        resource_type: &str,
-        mut bodies: Vec<Value>,
-    ) -> Result<()> {
-        let last_updated = now();
-        let ids: Vec<String> = bodies.iter().map(|_| new_id()).collect();
-        let mut texts = Vec::with_capacity(bodies.len());
-        for (body, id) in bodies.iter_mut().zip(&ids) {
-            stamp(body, id, 1, last_updated);
-            texts.push(
-                serde_json::to_string(body)
-                    .map_err(|e| Error::internal(format!("cannot serialise a resource: {e}")))?,
-            );
-        }
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let rows: Vec<(i64, String)> = sqlx::query_as(
-            "WITH r AS (
-                INSERT INTO resource (type, id, version, last_updated, body)
-                SELECT $1, i, 1, $2, b::jsonb FROM unnest($3::text[], $4::text[]) AS t(i, b)
-                RETURNING key, id, body),
-             v AS (
-                INSERT INTO resource_version (key, type, id, version, last_updated, method, body)
-                SELECT key, $1, id, 1, $2, 'POST', body FROM r)
-             SELECT key, id FROM r",
-        )
-        .bind(resource_type)
-        .bind(last_updated)
-        .bind(&ids)
-        .bind(&texts)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        let keys: std::collections::HashMap<&str, i64> =
-            rows.iter().map(|(key, id)| (id.as_str(), *key)).collect();
-        let mut pending = Pending::new();
-        let mut chained = Vec::new();
-        for (body, id) in bodies.iter().zip(&ids) {
-            let key = *keys
-                .get(id.as_str())
-                .ok_or_else(|| Error::internal("a freshly generated id was already taken"))?;
-            index_later(
-                &mut tx,
-                &self.indexer,
-                &mut pending,
-                key,
-                resource_type,
-                Some(body),
-                true,
-            )
-            .await?;
-            if resource_type == "AuditEvent" {
-                chained.push((key, body));
-            }
-        }
-        flush(&mut tx, &mut pending).await?;
-        audit::enqueue_many_pg(&mut tx, &chained, last_updated).await?;
-        tx.commit().await.map_err(db_error)
-    }
-
     /// Writes what `trail` makes of `done` in `tx`: new resources, each with a fresh id.
     async fn append_trail(
         &self,
@@ -331,30 +266,14 @@ impl PgStore {
         let Some(trail) = trail else {
             return Ok(());
         };
-        let mut pending = Pending::new();
-        for mut body in trail(done) {
-            let resource_type = body["resourceType"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let id = new_id();
-            let last_updated = now();
-            stamp(&mut body, &id, 1, last_updated);
-            let key = insert_new(tx, &resource_type, &id, last_updated, Method::Post, &body)
-                .await?
-                .ok_or_else(|| Error::internal("a freshly generated id was already taken"))?;
-            index_later(
-                tx,
-                &self.indexer,
-                &mut pending,
-                key,
-                &resource_type,
-                Some(&body),
-                true,
-            )
-            .await?;
+        let taken = audit_events::insert_pg(tx, &trail(done)).await?;
+        if taken.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::internal(
+                "a freshly generated AuditEvent id was already taken",
+            ))
         }
-        flush(tx, &mut pending).await
     }
 
     /// One write of a transaction, in `tx`.
@@ -365,6 +284,11 @@ impl PgStore {
         pending: &mut Pending,
     ) -> Result<Written> {
         let last_updated = now();
+        if write.resource_type() == "AuditEvent" {
+            let (record, version, put) = audit_events::prepare(&self.indexer, write, last_updated)?;
+            let taken = audit_events::insert_pg(tx, std::slice::from_ref(&record)).await?;
+            return audit_events::written(taken, version, put);
+        }
         match write {
             Write::Create {
                 resource_type,

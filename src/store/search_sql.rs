@@ -287,7 +287,7 @@ pub fn filter(sql: &mut Sql, f: &Filter, r: &str, rtype: &str) {
 }
 
 /// One value of a parameter against the index columns `c`.
-fn predicate(sql: &mut Sql, p: &Predicate, c: &Cols) {
+pub(super) fn predicate(sql: &mut Sql, p: &Predicate, c: &Cols) {
     match p {
         Predicate::String { mode, value } => match mode {
             StringMode::Prefix => prefix_range(sql, &c.folded, value),
@@ -462,6 +462,28 @@ impl Cols {
             target_id: col("target_id"),
             target_type: col("target_type"),
             url: col("url"),
+        }
+    }
+
+    /// Columns given by role, for tables other than the index tables (the audit trail's):
+    /// `code` and `system` serve tokens, `value` and `system` references (id and type, or
+    /// url in `value`), `lo` and `hi` dates. Other roles compare with `NULL`.
+    pub(super) fn roles(code: &str, system: &str, lo: &str, hi: &str) -> Cols {
+        let none = || "NULL".to_string();
+        Cols {
+            alias: String::new(),
+            folded: none(),
+            exact: none(),
+            code: code.to_string(),
+            system: system.to_string(),
+            text: none(),
+            lo: lo.to_string(),
+            hi: hi.to_string(),
+            value: none(),
+            unit: none(),
+            target_id: code.to_string(),
+            target_type: system.to_string(),
+            url: code.to_string(),
         }
     }
 

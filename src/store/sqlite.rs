@@ -15,7 +15,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
-use super::audit;
+use super::audit_events;
 use super::index_write;
 use super::migrate::SQLITE;
 use super::postgres::pending;
@@ -39,7 +39,7 @@ pub struct SqliteStore {
 }
 
 /// A compiled search statement with its binds.
-fn query(sql: &Sql) -> Query<'_, Sqlite, SqliteArguments> {
+pub(super) fn query(sql: &Sql) -> Query<'_, Sqlite, SqliteArguments> {
     // Not kept as a prepared statement: search and index SQL vary in shape (the cache would
     // churn), and a one-off statement is planned for its actual values, never with a generic
     // plan that ignores how selective they are.
@@ -232,9 +232,6 @@ impl SqliteStore {
             .map_err(db_error)?,
         };
         insert_version(conn, key, v, body.as_deref()).await?;
-        if let (true, "AuditEvent", Some(b)) = (fresh, v.resource_type.as_str(), &v.body) {
-            audit::enqueue_sqlite(conn, key, b, v.last_updated).await?;
-        }
         self.write_index(conn, key, &v.resource_type, v.body.as_ref(), fresh)
             .await
     }
@@ -264,33 +261,7 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
-    /// Creates many new resources of one type in one transaction (the audit writer's
-    /// batches).
-    pub(super) async fn append_many(&self, resource_type: &str, bodies: Vec<Value>) -> Result<()> {
-        let _writing = self.writer.lock().await;
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_error)?;
-        let last_updated = now();
-        for mut body in bodies {
-            let id = new_id();
-            stamp(&mut body, &id, 1, last_updated);
-            let v = Version {
-                resource_type: resource_type.to_string(),
-                id,
-                version: 1,
-                last_updated,
-                method: Method::Post,
-                body: Some(body),
-            };
-            self.write(&mut tx, None, &v).await?;
-        }
-        tx.commit().await.map_err(db_error)
-    }
-
-    /// Writes what `trail` makes of `done` in `conn`: new resources, each with a fresh id.
+    /// Writes what `trail` makes of `done` in `conn`.
     async fn append_trail(
         &self,
         conn: &mut SqliteConnection,
@@ -300,30 +271,24 @@ impl SqliteStore {
         let Some(trail) = trail else {
             return Ok(());
         };
-        for mut body in trail(done) {
-            let resource_type = body["resourceType"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let id = new_id();
-            let last_updated = now();
-            stamp(&mut body, &id, 1, last_updated);
-            let v = Version {
-                resource_type,
-                id,
-                version: 1,
-                last_updated,
-                method: Method::Post,
-                body: Some(body),
-            };
-            self.write(conn, None, &v).await?;
+        let taken = audit_events::insert_sqlite(conn, &trail(done)).await?;
+        if taken.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::internal(
+                "a freshly generated AuditEvent id was already taken",
+            ))
         }
-        Ok(())
     }
 
     /// One write of a transaction, in `conn` (the writer lock is held).
     async fn write_one(&self, conn: &mut SqliteConnection, write: Write) -> Result<Written> {
         let last_updated = now();
+        if write.resource_type() == "AuditEvent" {
+            let (record, version, put) = audit_events::prepare(&self.indexer, write, last_updated)?;
+            let taken = audit_events::insert_sqlite(conn, std::slice::from_ref(&record)).await?;
+            return audit_events::written(taken, version, put);
+        }
         match write {
             Write::Create {
                 resource_type,

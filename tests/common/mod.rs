@@ -358,7 +358,7 @@ impl Server {
             Backend::Postgres => {
                 let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
                 sqlx::query(
-                    "UPDATE resource SET body = jsonb_set(body, '{outcome}', '\"8\"')
+                    "UPDATE audit_event SET body = replace(body, '\"outcome\":\"0\"', '\"outcome\":\"8\"')
                      WHERE key = (SELECT key FROM audit_chain WHERE seq = $1)",
                 )
                 .bind(VICTIM)
@@ -370,7 +370,7 @@ impl Server {
             Backend::Sqlite => {
                 let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
                 sqlx::query(
-                    "UPDATE resource SET body = json_set(body, '$.outcome', '8')
+                    "UPDATE audit_event SET body = json_set(body, '$.outcome', '8')
                      WHERE key = (SELECT key FROM audit_chain WHERE seq = ?1)",
                 )
                 .bind(VICTIM)
