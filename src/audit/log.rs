@@ -38,6 +38,8 @@ enum Message {
 
 /// The most events one insert transaction carries.
 const BATCH: usize = 500;
+/// How long the writer waits for more events before it writes a batch.
+const GATHER: Duration = Duration::from_millis(5);
 /// The most events one sealing transaction links.
 const SEAL_BATCH: i64 = 1000;
 
@@ -197,6 +199,7 @@ async fn write_loop(store: Store, server: String, mut rx: mpsc::Receiver<Message
     let mut events = Vec::with_capacity(BATCH);
     let mut flushes = Vec::new();
     while let Some(first) = rx.recv().await {
+        let gathered = std::time::Instant::now();
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
@@ -204,7 +207,18 @@ async fn write_loop(store: Store, server: String, mut rx: mpsc::Receiver<Message
                 Message::Flush(f) => flushes.push(f),
             }
             if events.len() < BATCH {
-                next = rx.try_recv().ok();
+                next = match rx.try_recv() {
+                    Ok(m) => Some(m),
+                    // A moment's wait gathers more events into the batch: fewer, larger
+                    // transactions (each one a WAL flush) under load. Flushes do not wait.
+                    Err(_) if flushes.is_empty() && gathered.elapsed() < GATHER => {
+                        tokio::time::timeout(GATHER - gathered.elapsed(), rx.recv())
+                            .await
+                            .ok()
+                            .flatten()
+                    }
+                    Err(_) => None,
+                };
             }
         }
         if !events.is_empty() {

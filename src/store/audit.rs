@@ -72,11 +72,10 @@ impl Store {
     /// Stores a batch of new AuditEvents in one transaction, queued for the chain.
     pub async fn append_audit_events(&self, records: &[AuditRecord]) -> Result<()> {
         let taken = match self {
+            // One statement: atomic without a BEGIN and COMMIT round trip.
             Store::Postgres(s) => {
-                let mut tx = s.pool.begin().await.map_err(db_error)?;
-                let taken = audit_events::insert_pg(&mut tx, records).await?;
-                tx.commit().await.map_err(db_error)?;
-                taken
+                let mut conn = s.pool.acquire().await.map_err(db_error)?;
+                audit_events::insert_pg(&mut conn, records).await?
             }
             Store::Sqlite(s) => {
                 let _writing = s.writer.lock().await;
