@@ -19,6 +19,7 @@ on_both_backends!(
     every_interaction_is_audited,
     the_trail_is_append_only_and_tamper_evident,
     a_burst_larger_than_the_buffer_loses_nothing,
+    the_audit_table_answers_balp_searches_and_refuses_the_rest,
 );
 
 on_both_backends!(start = start_secured; refusals_and_agents_are_audited);
@@ -451,4 +452,114 @@ async fn a_burst_larger_than_the_buffer_loses_nothing(backend_server: &Server) {
         .await
         .unwrap();
     assert_eq!(count["total"], READS, "every read is in the trail");
+}
+
+/// AuditEvents live in their own table: the Basic Audit Log Patterns parameters, sorting by
+/// date and paging are answered from it, a client's AuditEvent is stored and found like
+/// Hearth's own, and what the table cannot answer is a clear 400.
+async fn the_audit_table_answers_balp_searches_and_refuses_the_rest(s: &Server) {
+    let p = id_of(
+        s.post_json(
+            "Patient",
+            &json!({"resourceType": "Patient", "name": [{"family": "Paged"}]}),
+        )
+        .await,
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(s.get(&format!("Patient/{p}")).await.status(), 200);
+    }
+    let reads = events(
+        s,
+        None,
+        &format!("patient={p}&subtype=read&action=R&outcome=0"),
+        3,
+    )
+    .await;
+    assert_eq!(reads.len(), 3);
+
+    // Newest first, two per page, following the next link.
+    let first: Value = s
+        .get(&format!(
+            "AuditEvent?patient=Patient/{p}&_sort=-date&_count=2"
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let dates = |b: &Value| -> Vec<String> {
+        b["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["resource"]["recorded"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut seen = dates(&first);
+    assert_eq!(seen.len(), 2);
+    let next = first["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["relation"] == "next")
+        .and_then(|l| l["url"].as_str())
+        .expect("a next page")
+        .to_string();
+    let second: Value = s
+        .client
+        .get(&next)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    seen.extend(dates(&second));
+    assert!(seen.len() >= 4, "the create and three reads: {seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {seen:?}"
+    );
+
+    // A client's own AuditEvent (an app reporting an access) is stored and searchable.
+    let own = json!({"resourceType": "AuditEvent",
+        "type": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110110"},
+        "action": "R", "recorded": "2026-01-02T03:04:05Z", "outcome": "0",
+        "agent": [{"who": {"reference": "Practitioner/dr-own"}, "requestor": true}],
+        "source": {"observer": {"display": "an app"}},
+        "entity": [{"what": {"reference": format!("Patient/{p}")}}]});
+    let id = id_of(s.post_json("AuditEvent", &own).await).await;
+    let found = events(
+        s,
+        None,
+        "agent=Practitioner/dr-own&date=2026-01-02&type=110110",
+        1,
+    )
+    .await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["id"], id.as_str());
+    assert_eq!(
+        s.get(&format!("AuditEvent/{id}/_history/1")).await.status(),
+        200
+    );
+    assert_eq!(
+        s.get(&format!("AuditEvent/{id}/_history/2")).await.status(),
+        404
+    );
+
+    for query in [
+        "patient:missing=true",
+        "agent.name=x",
+        "_sort=outcome",
+        "_include=AuditEvent:patient",
+        "address=10.0.0.1",
+    ] {
+        let r = s.get(&format!("AuditEvent?{query}")).await;
+        assert_eq!(r.status(), 400, "AuditEvent?{query}");
+        expect_outcome(r, 400).await;
+    }
+    let r = s
+        .get(&format!("Patient?_id={p}&_revinclude=AuditEvent:patient"))
+        .await;
+    expect_outcome(r, 400).await;
 }
