@@ -20,6 +20,7 @@ on_both_backends!(
     the_trail_is_append_only_and_tamper_evident,
     a_burst_larger_than_the_buffer_loses_nothing,
     the_audit_table_answers_balp_searches_and_refuses_the_rest,
+    an_upgrade_moves_stored_audit_events_into_the_audit_table,
 );
 
 on_both_backends!(start = start_secured; refusals_and_agents_are_audited);
@@ -562,4 +563,71 @@ async fn the_audit_table_answers_balp_searches_and_refuses_the_rest(s: &Server) 
         .get(&format!("Patient?_id={p}&_revinclude=AuditEvent:patient"))
         .await;
     expect_outcome(r, 400).await;
+}
+
+/// A database from before the audit table (AuditEvents stored as generic resources) is
+/// migrated forward on start: every event moves to the audit table, stays readable and
+/// searchable by patient, leaves no generic row behind, and the chain verifies.
+async fn an_upgrade_moves_stored_audit_events_into_the_audit_table(s: &Server) {
+    let p = id_of(
+        s.post_json(
+            "Patient",
+            &json!({"resourceType": "Patient", "name": [{"family": "Upgrade"}]}),
+        )
+        .await,
+    )
+    .await;
+    for _ in 0..2 {
+        assert_eq!(s.get(&format!("Patient/{p}")).await.status(), 200);
+    }
+    let before = events(s, None, &format!("patient={p}"), 3).await;
+    s.shutdown().await.unwrap();
+    s.undo_the_audit_table().await;
+    let legacy = s
+        .scalar("SELECT count(*) FROM resource WHERE type = 'AuditEvent'")
+        .await;
+    assert!(
+        legacy >= before.len() as i64,
+        "{legacy} generic AuditEvents"
+    );
+
+    let again = s.reopen().await;
+    assert_eq!(
+        again.scalar("SELECT count(*) FROM audit_event").await,
+        legacy,
+        "every event moved"
+    );
+    let count = |query: String| {
+        let again = &again;
+        async move {
+            let b: Value = again.get(&query).await.json().await.unwrap();
+            b["total"].as_u64().unwrap()
+        }
+    };
+    assert_eq!(
+        count(format!(
+            "AuditEvent?patient={p}&subtype=read&_summary=count"
+        ))
+        .await,
+        2
+    );
+    let id = before[0]["id"].as_str().unwrap();
+    let moved: Value = again
+        .get(&format!("AuditEvent/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(moved["recorded"], before[0]["recorded"]);
+    let generic = "SELECT count(*) FROM resource WHERE type = 'AuditEvent'";
+    assert_eq!(
+        again.scalar(generic).await,
+        0,
+        "no generic AuditEvent row is left"
+    );
+    let stale = "SELECT count(*) FROM resource_version WHERE type = 'AuditEvent'";
+    assert_eq!(again.scalar(stale).await, 0, "no version row is left");
+    let (ok, out) = hearth_audit(&again, &["verify"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("audit chain intact"), "{out}");
 }

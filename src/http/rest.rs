@@ -241,7 +241,7 @@ async fn create_audit_event_at(
         .transaction(vec![(0, create)], Some(&trail))
         .await
     {
-        Err(e) if e.kind == ErrorKind::Conflict => return Err(audit_trail_is_append_only()),
+        Err(e) if e.kind == ErrorKind::Conflict => return Err(crate::store::append_only()),
         other => other?,
     };
     let v = written
@@ -296,13 +296,9 @@ async fn delete_at(
 /// <https://hl7.org/fhir/R4/auditevent.html#6.4.4.2>
 pub(super) fn append_only(resource_type: &str) -> Result<()> {
     if resource_type == "AuditEvent" {
-        return Err(audit_trail_is_append_only());
+        return Err(crate::store::append_only());
     }
     Ok(())
-}
-
-fn audit_trail_is_append_only() -> Error {
-    crate::store::append_only()
 }
 
 /// Parses the criteria of a conditional interaction. Always strict: a criterion silently

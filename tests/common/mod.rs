@@ -384,6 +384,63 @@ impl Server {
         VICTIM
     }
 
+    /// A number the database answers to `sql`, read behind Hearth's back.
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        let url = self.database_url();
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        match self.backend {
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+            }
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+            }
+        }
+    }
+
+    /// Puts the database back in the shape Hearth before migration 0007 left it: every
+    /// AuditEvent a generic resource (with its version row), queued for the chain, and no
+    /// audit table. The chain starts over (its old hashes covered the audit table's text).
+    /// Run on a stopped server; a server started on it again must migrate it forward.
+    pub async fn undo_the_audit_table(&self) {
+        let url = self.database_url();
+        let (last_updated, body) = match self.backend {
+            Backend::Postgres => ("to_timestamp(last_updated / 1000000.0)", "body::jsonb"),
+            Backend::Sqlite => ("last_updated", "body"),
+        };
+        let script = format!(
+            "DELETE FROM audit_chain;
+             INSERT INTO resource (type, id, version, last_updated, body)
+                SELECT 'AuditEvent', id, 1, {last_updated}, {body} FROM audit_event ORDER BY key;
+             INSERT INTO resource_version (key, type, id, version, last_updated, method, body)
+                SELECT key, type, id, version, last_updated, 'POST', body FROM resource
+                WHERE type = 'AuditEvent';
+             INSERT INTO audit_chain (key, recorded)
+                SELECT key, 0 FROM resource WHERE type = 'AuditEvent';
+             DROP TABLE audit_ref;
+             DROP TABLE audit_event;
+             DELETE FROM hearth_migration WHERE version = 7;"
+        );
+        match self.backend {
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(script))
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+            }
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(script))
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
     /// How many versions of resources of this type the server holds (0 proves nothing was written).
     pub async fn version_count(&self, resource_type: &str) -> usize {
         let r = self
