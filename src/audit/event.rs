@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 
-use crate::store::audit_events::{AuditRecord, AuditRef};
+use crate::store::audit_events::{normalise, AuditRecord, AuditRef};
 
 /// `AuditEvent.action`. <https://hl7.org/fhir/R4/valueset-audit-event-action.html>
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,18 +281,15 @@ impl Event {
         if let Some(client) = &self.agent.client_id {
             refs.push(token("agent:identifier", Some(&clients), client));
         }
+        // A Patient entity is a patient too; `normalise` keeps one row for both.
         for r in patients.iter().chain(&self.entities) {
             refs.extend(reference("entity", r));
-            if r.starts_with("Patient/") {
-                refs.extend(reference("patient", r));
-            }
         }
         if let Some(id) = &self.request_id {
             refs.push(token("entity:identifier", None, id));
         }
         refs.push(token("subtype", Some(INTERACTION), &self.interaction));
-        refs.sort();
-        refs.dedup();
+        let refs = normalise(refs);
         let lo = recorded.timestamp_millis() * 1000;
         AuditRecord {
             id,

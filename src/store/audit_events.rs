@@ -76,6 +76,25 @@ impl AuditRecord {
     }
 }
 
+/// Sorts `refs` and drops repeats, and the `patient` rows an `entity` row already says: the
+/// R4 `patient` parameter is every agent or entity that is a Patient, so a patient search
+/// looks at both kinds of rows ([`filter`]), and a Patient entity needs one row, not two.
+pub fn normalise(mut refs: Vec<AuditRef>) -> Vec<AuditRef> {
+    refs.sort();
+    refs.dedup();
+    let entities: Vec<String> = refs
+        .iter()
+        .filter(|r| r.param == "entity" && r.system.as_deref() == Some("Patient"))
+        .map(|r| r.value.clone())
+        .collect();
+    refs.retain(|r| {
+        !(r.param == "patient"
+            && r.system.as_deref() == Some("Patient")
+            && entities.contains(&r.value))
+    });
+    refs
+}
+
 /// The record of any AuditEvent resource (one a client sent, or one stored before this
 /// table existed), stamped already: columns from its elements, refs from its index rows.
 pub fn record_of(
@@ -124,8 +143,7 @@ pub fn record_of(
             _ => {}
         }
     }
-    refs.sort();
-    refs.dedup();
+    let refs = normalise(refs);
     let text_at = |pointer: &str| {
         body.pointer(pointer)
             .and_then(Value::as_str)
@@ -473,8 +491,13 @@ fn filter(sql: &mut Sql, f: &Filter) -> Result<()> {
                     if *negate {
                         sql.push("NOT ");
                     }
-                    sql.push("e.key IN (SELECT a.key FROM audit_ref a WHERE a.param = ")
-                        .text_bind(p);
+                    sql.push("e.key IN (SELECT a.key FROM audit_ref a WHERE ");
+                    if p == "patient" {
+                        // See `normalise`: Patient entities are patients too.
+                        sql.push("(a.param = 'patient' OR (a.param = 'entity' AND a.system = 'Patient'))");
+                    } else {
+                        sql.push("a.param = ").text_bind(p);
+                    }
                     sql.push(" AND (");
                     let cols = column("a.value", "a.system");
                     for (n, v) in values.iter().enumerate() {
@@ -610,18 +633,19 @@ mod tests {
         let q = search("patient=p1&date=ge2026-01-01&subtype=read&outcome=4&_sort=-date");
         let sql = page_query(Dialect::Postgres, &q, None, 11).unwrap();
         assert!(
-            sql.text.contains("audit_ref a WHERE a.param = $1"),
+            sql.text
+                .contains("audit_ref a WHERE (a.param = 'patient' OR (a.param = 'entity'"),
             "{}",
             sql.text
         );
         assert!(sql.text.contains("e.recorded"), "{}", sql.text);
         assert!(
             sql.text
-                .ends_with("ORDER BY e.recorded DESC, e.key LIMIT $10"),
+                .ends_with("ORDER BY e.recorded DESC, e.key LIMIT $9"),
             "{}",
             sql.text
         );
-        assert_eq!(sql.binds[0], Bind::Text("patient".into()));
+        assert_eq!(sql.binds[0], Bind::Text("p1".into()));
     }
 
     #[test]
