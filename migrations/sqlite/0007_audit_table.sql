@@ -21,3 +21,22 @@ CREATE TABLE audit_ref (
     value  TEXT NOT NULL
 );
 CREATE INDEX audit_ref_value ON audit_ref (param, value, key);
+
+-- The hash chain, split in two so that sealing never updates a row: `audit_queue` holds the
+-- events waiting for the sealer (inserted with each event, deleted once linked), and
+-- `audit_link` the chain itself (one row per sealed event, inserted by the sealer).
+CREATE TABLE audit_link (
+    seq      INTEGER PRIMARY KEY,
+    key      INTEGER NOT NULL,
+    recorded INTEGER NOT NULL,
+    prev     TEXT NOT NULL,
+    hash     TEXT NOT NULL
+);
+CREATE TABLE audit_queue (
+    key      INTEGER PRIMARY KEY,
+    recorded INTEGER NOT NULL
+);
+INSERT INTO audit_link (seq, key, recorded, prev, hash)
+    SELECT seq, key, recorded, prev, hash FROM audit_chain WHERE seq IS NOT NULL;
+INSERT INTO audit_queue (key, recorded) SELECT key, recorded FROM audit_chain WHERE seq IS NULL;
+DROP TABLE audit_chain;

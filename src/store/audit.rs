@@ -1,5 +1,5 @@
-//! The SQL of the audit chain (`migrations/*/0006_audit.sql`): every AuditEvent is
-//! queued for the chain in the transaction that creates it (see [`audit_events`]), one sealer at a time links the
+//! The SQL of the audit chain (`migrations/*/0006_audit.sql`, split into `audit_queue` and
+//! `audit_link` by 0007): every AuditEvent is queued for the chain in the transaction that creates it (see [`audit_events`]), one sealer at a time links the
 //! queued events into the chain, `hearth audit verify` reads the chain back in order, and
 //! retention removes its oldest part. The hashing itself is the caller's (`audit::chain`).
 
@@ -108,7 +108,7 @@ impl Store {
     ) -> Result<Vec<String>> {
         in_transaction!(self, |tx, sql| {
             let head = sqlx::query(sqlx::AssertSqlSafe(sql(
-                "SELECT seq, hash FROM audit_chain WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1",
+                "SELECT seq, hash FROM audit_link ORDER BY seq DESC LIMIT 1",
             )))
             .fetch_optional(&mut *tx)
             .await
@@ -121,8 +121,8 @@ impl Store {
                 None => (0, String::new()),
             };
             let queued = sqlx::query(sqlx::AssertSqlSafe(sql(
-                "SELECT c.key, e.body FROM audit_chain c JOIN audit_event e ON e.key = c.key
-                 WHERE c.seq IS NULL ORDER BY c.key LIMIT $1",
+                "SELECT q.key, q.recorded, e.body FROM audit_queue q
+                 JOIN audit_event e ON e.key = q.key ORDER BY q.key LIMIT $1",
             )))
             .bind(limit)
             .fetch_all(&mut *tx)
@@ -132,10 +132,17 @@ impl Store {
             let mut sealed = Vec::with_capacity(queued.len());
             for row in queued {
                 let key: i64 = row.try_get(0).map_err(db_error)?;
-                let body: String = row.try_get(1).map_err(db_error)?;
+                let recorded: i64 = row.try_get(1).map_err(db_error)?;
+                let body: String = row.try_get(2).map_err(db_error)?;
                 seq += 1;
                 let hash = link_hash(&prev, &body);
-                links.push((key, seq, std::mem::replace(&mut prev, hash.clone()), hash));
+                links.push(NewLink {
+                    seq,
+                    key,
+                    recorded,
+                    prev: std::mem::replace(&mut prev, hash.clone()),
+                    hash,
+                });
                 sealed.push(body);
             }
             link_all(&mut *tx, links).await?;
@@ -145,9 +152,9 @@ impl Store {
 
     /// The links after position `after`, at most `limit`, in chain order.
     pub async fn audit_links(&self, after: i64, limit: i64) -> Result<Vec<Link>> {
-        let text = "SELECT c.seq, c.key, c.prev, c.hash, e.body FROM audit_chain c
-             LEFT JOIN audit_event e ON e.key = c.key
-             WHERE c.seq > $1 ORDER BY c.seq LIMIT $2";
+        let text = "SELECT l.seq, l.key, l.prev, l.hash, e.body FROM audit_link l
+             LEFT JOIN audit_event e ON e.key = l.key
+             WHERE l.seq > $1 ORDER BY l.seq LIMIT $2";
         let rows = match self {
             Store::Postgres(s) => sqlx::query(text)
                 .bind(after)
@@ -174,10 +181,11 @@ impl Store {
     /// How many events are sealed, queued, and outside the chain.
     pub async fn audit_state(&self) -> Result<ChainState> {
         let text = "SELECT
-            (SELECT count(*) FROM audit_chain WHERE seq IS NOT NULL),
-            (SELECT count(*) FROM audit_chain WHERE seq IS NULL),
+            (SELECT count(*) FROM audit_link),
+            (SELECT count(*) FROM audit_queue),
             (SELECT count(*) FROM audit_event e
-                WHERE NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.key = e.key))";
+                WHERE NOT EXISTS (SELECT 1 FROM audit_link l WHERE l.key = e.key)
+                AND NOT EXISTS (SELECT 1 FROM audit_queue q WHERE q.key = e.key))";
         let row = match self {
             Store::Postgres(s) => sqlx::query(text).fetch_one(&s.pool).await.map(AnyRow::Pg),
             Store::Sqlite(s) => sqlx::query(text)
@@ -206,9 +214,9 @@ impl Store {
     pub async fn audit_purge(&self, before_ms: i64) -> Result<(i64, Option<String>)> {
         in_transaction!(self, |tx, sql| {
             let last: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql(
-                "SELECT CASE WHEN EXISTS (SELECT 1 FROM audit_chain WHERE seq IS NOT NULL AND recorded >= $1)
-                    THEN (SELECT min(seq) - 1 FROM audit_chain WHERE seq IS NOT NULL AND recorded >= $1)
-                    ELSE (SELECT max(seq) FROM audit_chain) END",
+                "SELECT CASE WHEN EXISTS (SELECT 1 FROM audit_link WHERE recorded >= $1)
+                    THEN (SELECT min(seq) - 1 FROM audit_link WHERE recorded >= $1)
+                    ELSE (SELECT max(seq) FROM audit_link) END",
             )))
             .bind(before_ms)
             .fetch_one(&mut *tx)
@@ -217,7 +225,7 @@ impl Store {
             let Some(last) = last.filter(|l| *l > 0) else {
                 return Ok((0, None));
             };
-            let doomed = "SELECT key FROM audit_chain WHERE seq IS NOT NULL AND seq <= $1";
+            let doomed = "SELECT key FROM audit_link WHERE seq <= $1";
             for table in ["audit_ref", "audit_event"] {
                 sqlx::query(sqlx::AssertSqlSafe(sql(&format!(
                     "DELETE FROM {table} WHERE key IN ({doomed})"
@@ -228,7 +236,7 @@ impl Store {
                 .map_err(db_error)?;
             }
             let removed = sqlx::query(sqlx::AssertSqlSafe(sql(
-                "DELETE FROM audit_chain WHERE seq IS NOT NULL AND seq <= $1",
+                "DELETE FROM audit_link WHERE seq <= $1",
             )))
             .bind(last)
             .execute(&mut *tx)
@@ -236,7 +244,7 @@ impl Store {
             .map_err(db_error)?
             .rows_affected() as i64;
             let anchor: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql(
-                "SELECT prev FROM audit_chain WHERE seq IS NOT NULL ORDER BY seq LIMIT 1",
+                "SELECT prev FROM audit_link ORDER BY seq LIMIT 1",
             )))
             .fetch_optional(&mut *tx)
             .await
@@ -246,29 +254,41 @@ impl Store {
     }
 }
 
-/// Writes the chain positions and hashes of a sealing batch: one statement on PostgreSQL.
+/// A link the sealer makes: the event `key` at position `seq`, and its hashes.
+struct NewLink {
+    seq: i64,
+    key: i64,
+    recorded: i64,
+    prev: String,
+    hash: String,
+}
+
+/// Appends a sealing batch to the chain and takes its events off the queue: one statement
+/// on PostgreSQL. Nothing is updated in place.
 trait LinkAll {
-    async fn link_all(&mut self, links: Vec<(i64, i64, String, String)>) -> Result<()>;
+    async fn link_all(&mut self, links: Vec<NewLink>) -> Result<()>;
 }
 
 impl LinkAll for sqlx::PgConnection {
-    async fn link_all(&mut self, links: Vec<(i64, i64, String, String)>) -> Result<()> {
-        let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (key, seq, prev, hash) in links {
-            columns.0.push(key);
-            columns.1.push(seq);
-            columns.2.push(prev);
-            columns.3.push(hash);
+    async fn link_all(&mut self, links: Vec<NewLink>) -> Result<()> {
+        let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for l in links {
+            columns.0.push(l.seq);
+            columns.1.push(l.key);
+            columns.2.push(l.recorded);
+            columns.3.push(l.prev);
+            columns.4.push(l.hash);
         }
         sqlx::query(
-            "UPDATE audit_chain c SET seq = u.seq, prev = u.prev, hash = u.hash
-             FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) AS u(key, seq, prev, hash)
-             WHERE c.key = u.key",
+            "WITH d AS (DELETE FROM audit_queue WHERE key = ANY($2))
+             INSERT INTO audit_link (seq, key, recorded, prev, hash)
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[])",
         )
         .bind(&columns.0)
         .bind(&columns.1)
         .bind(&columns.2)
         .bind(&columns.3)
+        .bind(&columns.4)
         .execute(self)
         .await
         .map_err(db_error)?;
@@ -277,22 +297,30 @@ impl LinkAll for sqlx::PgConnection {
 }
 
 impl LinkAll for sqlx::SqliteConnection {
-    async fn link_all(&mut self, links: Vec<(i64, i64, String, String)>) -> Result<()> {
-        for (key, seq, prev, hash) in links {
-            sqlx::query("UPDATE audit_chain SET seq = ?2, prev = ?3, hash = ?4 WHERE key = ?1")
-                .bind(key)
-                .bind(seq)
-                .bind(prev)
-                .bind(hash)
+    async fn link_all(&mut self, links: Vec<NewLink>) -> Result<()> {
+        for l in links {
+            sqlx::query("DELETE FROM audit_queue WHERE key = ?1")
+                .bind(l.key)
                 .execute(&mut *self)
                 .await
                 .map_err(db_error)?;
+            sqlx::query(
+                "INSERT INTO audit_link (seq, key, recorded, prev, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .bind(l.seq)
+            .bind(l.key)
+            .bind(l.recorded)
+            .bind(l.prev)
+            .bind(l.hash)
+            .execute(&mut *self)
+            .await
+            .map_err(db_error)?;
         }
         Ok(())
     }
 }
 
-async fn link_all<C: LinkAll>(conn: &mut C, links: Vec<(i64, i64, String, String)>) -> Result<()> {
+async fn link_all<C: LinkAll>(conn: &mut C, links: Vec<NewLink>) -> Result<()> {
     conn.link_all(links).await
 }
 

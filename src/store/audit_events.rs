@@ -248,7 +248,7 @@ pub(super) async fn insert_pg(
                 AS x(id, param, system, value)
             JOIN e ON e.id = x.id),
          c AS (
-            INSERT INTO audit_chain (key, recorded) SELECT key, recorded / 1000 FROM e)
+            INSERT INTO audit_queue (key, recorded) SELECT key, recorded / 1000 FROM e)
          SELECT id FROM e",
     )
     .bind(&e.id)
@@ -308,7 +308,7 @@ pub(super) async fn insert_sqlite(
             .await
             .map_err(db_error)?;
         }
-        sqlx::query("INSERT INTO audit_chain (key, recorded) VALUES (?1, ?2)")
+        sqlx::query("INSERT INTO audit_queue (key, recorded) VALUES (?1, ?2)")
             .bind(key)
             .bind(rec.recorded.0 / 1000)
             .execute(&mut *conn)

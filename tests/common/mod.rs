@@ -359,7 +359,7 @@ impl Server {
                 let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
                 sqlx::query(
                     "UPDATE audit_event SET body = replace(body, '\"outcome\":\"0\"', '\"outcome\":\"8\"')
-                     WHERE key = (SELECT key FROM audit_chain WHERE seq = $1)",
+                     WHERE key = (SELECT key FROM audit_link WHERE seq = $1)",
                 )
                 .bind(VICTIM)
                 .execute(&mut c)
@@ -371,7 +371,7 @@ impl Server {
                 let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
                 sqlx::query(
                     "UPDATE audit_event SET body = json_set(body, '$.outcome', '8')
-                     WHERE key = (SELECT key FROM audit_chain WHERE seq = ?1)",
+                     WHERE key = (SELECT key FROM audit_link WHERE seq = ?1)",
                 )
                 .bind(VICTIM)
                 .execute(&mut c)
@@ -411,7 +411,11 @@ impl Server {
             Backend::Sqlite => ("last_updated", "body"),
         };
         let script = format!(
-            "DELETE FROM audit_chain;
+            "DROP TABLE audit_link;
+             DROP TABLE audit_queue;
+             CREATE TABLE audit_chain (key bigint PRIMARY KEY, recorded bigint NOT NULL,
+                seq bigint UNIQUE, prev text, hash text);
+             CREATE INDEX audit_chain_unsealed ON audit_chain (key) WHERE seq IS NULL;
              INSERT INTO resource (type, id, version, last_updated, body)
                 SELECT 'AuditEvent', id, 1, {last_updated}, {body} FROM audit_event ORDER BY key;
              INSERT INTO resource_version (key, type, id, version, last_updated, method, body)
