@@ -51,7 +51,8 @@ pub struct Report {
 
 /// Seals what is queued, then walks the whole chain in order.
 pub async fn verify(store: &Store) -> Result<Report> {
-    while store.audit_seal(1000, link_hash).await?.len() == 1000 {}
+    let mut known = std::collections::HashMap::new();
+    while store.audit_seal(1000, link_hash, &mut known).await?.len() == 1000 {}
     let state = store.audit_state().await?;
     let mut report = Report {
         links: 0,

@@ -6,6 +6,7 @@
 //! until it succeeds. A sealer task links stored events into the hash chain (`chain`) and
 //! appends them to the optional NDJSON export. Shutdown flushes both.
 
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +39,8 @@ enum Message {
 
 /// The most events one insert transaction carries.
 const BATCH: usize = 500;
+/// The most event texts kept for the sealer.
+const MAX_UNSEALED: usize = 100_000;
 /// How long the writer waits for more events before it writes a batch.
 const GATHER: Duration = Duration::from_millis(5);
 /// The most events one sealing transaction links.
@@ -50,6 +53,9 @@ pub struct AuditLog {
     queue: mpsc::Sender<Message>,
     store: Store,
     export: Mutex<Option<Box<dyn std::io::Write + Send>>>,
+    /// The text of the events the writer stored and the sealer has not linked yet, by key:
+    /// the sealer hashes these without reading them back.
+    unsealed: Arc<std::sync::Mutex<HashMap<i64, String>>>,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -76,9 +82,15 @@ impl AuditLog {
             queue,
             store: store.clone(),
             export: Mutex::new(export),
+            unsealed: Default::default(),
             tasks: Default::default(),
         });
-        let writer = tokio::spawn(write_loop(store, log.server.clone(), rx));
+        let writer = tokio::spawn(write_loop(
+            store,
+            log.server.clone(),
+            rx,
+            log.unsealed.clone(),
+        ));
         let sealer = {
             let log = log.clone();
             tokio::spawn(async move {
@@ -130,7 +142,14 @@ impl AuditLog {
     /// Links what is stored into the chain and exports it.
     pub async fn seal(&self) -> Result<()> {
         loop {
-            let sealed = self.store.audit_seal(SEAL_BATCH, link_hash).await?;
+            let mut known = std::mem::take(&mut *lock(&self.unsealed));
+            let sealed = self
+                .store
+                .audit_seal(SEAL_BATCH, link_hash, &mut known)
+                .await;
+            // What was not linked yet (beyond this batch, or a failed one) waits for the next.
+            lock(&self.unsealed).extend(known);
+            let sealed = sealed?;
             if !sealed.is_empty() {
                 let mut export = self.export.lock().await;
                 if let Some(out) = export.as_mut() {
@@ -195,7 +214,12 @@ impl AuditLog {
 }
 
 /// Drains the queue in batches, each one transaction, retried until the database takes it.
-async fn write_loop(store: Store, server: String, mut rx: mpsc::Receiver<Message>) {
+async fn write_loop(
+    store: Store,
+    server: String,
+    mut rx: mpsc::Receiver<Message>,
+    unsealed: Arc<std::sync::Mutex<HashMap<i64, String>>>,
+) {
     let mut events = Vec::with_capacity(BATCH);
     let mut flushes = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -224,18 +248,30 @@ async fn write_loop(store: Store, server: String, mut rx: mpsc::Receiver<Message
         if !events.is_empty() {
             let batch: Vec<AuditRecord> = std::mem::take(&mut events);
             let mut wait = Duration::from_millis(100);
-            while let Err(e) = store.append_audit_events(&batch).await {
-                tracing::warn!(
-                    error = e.message(),
-                    events = batch.len(),
-                    "audit events not stored yet; retrying"
-                );
+            let keys = loop {
+                match store.append_audit_events(&batch).await {
+                    Ok(keys) => break keys,
+                    Err(e) => tracing::warn!(
+                        error = e.message(),
+                        events = batch.len(),
+                        "audit events not stored yet; retrying"
+                    ),
+                }
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
+            };
+            let mut unsealed = lock(&unsealed);
+            // Bounded: past this, the sealer reads events back instead.
+            if unsealed.len() < MAX_UNSEALED {
+                unsealed.extend(keys.into_iter().zip(batch.into_iter().map(|r| r.body)));
             }
         }
         for f in flushes.drain(..) {
             let _ = f.send(());
         }
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

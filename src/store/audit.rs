@@ -3,6 +3,8 @@
 //! queued events into the chain, `hearth audit verify` reads the chain back in order, and
 //! retention removes its oldest part. The hashing itself is the caller's (`audit::chain`).
 
+use std::collections::HashMap;
+
 use sqlx::Row;
 
 use super::audit_events::{self, AuditRecord};
@@ -69,9 +71,10 @@ macro_rules! in_transaction {
 }
 
 impl Store {
-    /// Stores a batch of new AuditEvents in one transaction, queued for the chain.
-    pub async fn append_audit_events(&self, records: &[AuditRecord]) -> Result<()> {
-        let taken = match self {
+    /// Stores a batch of new AuditEvents in one transaction, queued for the chain. Answers
+    /// their keys, in order.
+    pub async fn append_audit_events(&self, records: &[AuditRecord]) -> Result<Vec<i64>> {
+        let keys = match self {
             // One statement: atomic without a BEGIN and COMMIT round trip.
             Store::Postgres(s) => {
                 let mut conn = s.pool.acquire().await.map_err(db_error)?;
@@ -84,27 +87,24 @@ impl Store {
                     .begin_with("BEGIN IMMEDIATE")
                     .await
                     .map_err(db_error)?;
-                let taken = audit_events::insert_sqlite(&mut tx, records).await?;
+                let keys = audit_events::insert_sqlite(&mut tx, records).await?;
                 tx.commit().await.map_err(db_error)?;
-                taken
+                keys
             }
         };
-        if taken.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::internal(
-                "a freshly generated AuditEvent id was already taken",
-            ))
-        }
+        audit_events::all_written(&keys)?;
+        Ok(keys.into_iter().flatten().collect())
     }
 
     /// Links up to `limit` queued AuditEvents into the chain, in the order they were stored,
-    /// with `link_hash(prev, body_text)`. Answers the sealed events' stored text, in chain
-    /// order (for an export stream).
+    /// with `link_hash(prev, body_text)`. `known` holds the text of events this process
+    /// stored, by key (taken out as they are linked); the others are read back. Answers the
+    /// sealed events' stored text, in chain order (for an export stream).
     pub async fn audit_seal(
         &self,
         limit: i64,
         link_hash: fn(&str, &str) -> String,
+        known: &mut HashMap<i64, String>,
     ) -> Result<Vec<String>> {
         in_transaction!(self, |tx, sql| {
             let head = sqlx::query(sqlx::AssertSqlSafe(sql(
@@ -120,20 +120,45 @@ impl Store {
                 ),
                 None => (0, String::new()),
             };
-            let queued = sqlx::query(sqlx::AssertSqlSafe(sql(
-                "SELECT q.key, q.recorded, e.body FROM audit_queue q
-                 JOIN audit_event e ON e.key = q.key ORDER BY q.key LIMIT $1",
+            let queued: Vec<(i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql(
+                "SELECT key, recorded FROM audit_queue ORDER BY key LIMIT $1",
             )))
             .bind(limit)
             .fetch_all(&mut *tx)
             .await
             .map_err(db_error)?;
+            // Events this process did not store (the writes' own, other processes') are
+            // read back in one statement.
+            let missing: Vec<i64> = queued
+                .iter()
+                .map(|(key, _)| *key)
+                .filter(|key| !known.contains_key(key))
+                .collect();
+            let mut unknown: HashMap<i64, String> = HashMap::new();
+            if !missing.is_empty() {
+                let list: Vec<String> = (1..=missing.len()).map(|n| format!("${n}")).collect();
+                let text = format!(
+                    "SELECT key, body FROM audit_event WHERE key IN ({})",
+                    list.join(", ")
+                );
+                let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql(&text))).persistent(false);
+                for key in &missing {
+                    q = q.bind(*key);
+                }
+                unknown = q
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db_error)?
+                    .into_iter()
+                    .collect();
+            }
             let mut links = Vec::with_capacity(queued.len());
             let mut sealed = Vec::with_capacity(queued.len());
-            for row in queued {
-                let key: i64 = row.try_get(0).map_err(db_error)?;
-                let recorded: i64 = row.try_get(1).map_err(db_error)?;
-                let body: String = row.try_get(2).map_err(db_error)?;
+            for (key, recorded) in queued {
+                // A queued event whose row is gone stays queued: verify reports the gap.
+                let Some(body) = known.remove(&key).or_else(|| unknown.remove(&key)) else {
+                    continue;
+                };
                 seq += 1;
                 let hash = link_hash(&prev, &body);
                 links.push(NewLink {

@@ -198,9 +198,9 @@ pub(super) fn prepare(
     Ok((record, version, put))
 }
 
-/// What a prepared AuditEvent write did, given the ids that were [`taken`] already.
-pub(super) fn written(taken: Vec<String>, version: Version, put: bool) -> Result<Written> {
-    match (taken.is_empty(), put) {
+/// What a prepared AuditEvent write did, given the key it got (`None`: its id was taken).
+pub(super) fn written(keys: Vec<Option<i64>>, version: Version, put: bool) -> Result<Written> {
+    match (keys.first().is_some_and(Option::is_some), put) {
         (true, _) => Ok(Written {
             version: Some(version),
             created: true,
@@ -213,12 +213,12 @@ pub(super) fn written(taken: Vec<String>, version: Version, put: bool) -> Result
     }
 }
 
-/// Inserts AuditEvents and queues them for the hash chain, in one statement. Answers the
-/// ids that were taken already (nothing is written for those).
+/// Inserts AuditEvents and queues them for the hash chain, in one statement. Answers each
+/// record's key, or `None` where its id was taken already (nothing is written for those).
 pub(super) async fn insert_pg(
     conn: &mut sqlx::PgConnection,
     records: &[AuditRecord],
-) -> Result<Vec<String>> {
+) -> Result<Vec<Option<i64>>> {
     if records.is_empty() {
         return Ok(Vec::new());
     }
@@ -233,7 +233,7 @@ pub(super) async fn insert_pg(
             r.3.push(x.value.as_str());
         }
     }
-    let inserted: Vec<String> = sqlx::query_scalar(
+    let inserted: Vec<(i64, String)> = sqlx::query_as(
         "WITH e AS (
             INSERT INTO audit_event (id, recorded, recorded_hi, last_updated, type_system,
                 type_code, action, outcome, body)
@@ -249,7 +249,7 @@ pub(super) async fn insert_pg(
             JOIN e ON e.id = x.id),
          c AS (
             INSERT INTO audit_queue (key, recorded) SELECT key, recorded / 1000 FROM e)
-         SELECT id FROM e",
+         SELECT key, id FROM e",
     )
     .bind(&e.id)
     .bind(&e.lo)
@@ -267,15 +267,22 @@ pub(super) async fn insert_pg(
     .fetch_all(conn)
     .await
     .map_err(db_error)?;
-    Ok(taken(records, &inserted))
+    let keys: std::collections::HashMap<&str, i64> = inserted
+        .iter()
+        .map(|(key, id)| (id.as_str(), *key))
+        .collect();
+    Ok(records
+        .iter()
+        .map(|r| keys.get(r.id.as_str()).copied())
+        .collect())
 }
 
 /// [`insert_pg`] for SQLite: a few statements per event.
 pub(super) async fn insert_sqlite(
     conn: &mut sqlx::SqliteConnection,
     records: &[AuditRecord],
-) -> Result<Vec<String>> {
-    let mut inserted = Vec::with_capacity(records.len());
+) -> Result<Vec<Option<i64>>> {
+    let mut keys = Vec::with_capacity(records.len());
     for rec in records {
         let key: Option<i64> = sqlx::query_scalar(
             "INSERT INTO audit_event (id, recorded, recorded_hi, last_updated, type_system,
@@ -295,6 +302,7 @@ pub(super) async fn insert_sqlite(
         .fetch_optional(&mut *conn)
         .await
         .map_err(db_error)?;
+        keys.push(key);
         let Some(key) = key else { continue };
         for x in &rec.refs {
             sqlx::query(
@@ -314,17 +322,19 @@ pub(super) async fn insert_sqlite(
             .execute(&mut *conn)
             .await
             .map_err(db_error)?;
-        inserted.push(rec.id.clone());
     }
-    Ok(taken(records, &inserted))
+    Ok(keys)
 }
 
-fn taken(records: &[AuditRecord], inserted: &[String]) -> Vec<String> {
-    records
-        .iter()
-        .filter(|r| !inserted.contains(&r.id))
-        .map(|r| r.id.clone())
-        .collect()
+/// Checks that every record of a batch with fresh ids was written.
+pub(super) fn all_written(keys: &[Option<i64>]) -> Result<()> {
+    if keys.iter().all(Option::is_some) {
+        Ok(())
+    } else {
+        Err(Error::internal(
+            "a freshly generated AuditEvent id was already taken",
+        ))
+    }
 }
 
 /// The columns of a batch of `audit_event` rows, for `unnest`.

@@ -271,14 +271,8 @@ impl SqliteStore {
         let Some(trail) = trail else {
             return Ok(());
         };
-        let taken = audit_events::insert_sqlite(conn, &trail(done)).await?;
-        if taken.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::internal(
-                "a freshly generated AuditEvent id was already taken",
-            ))
-        }
+        let keys = audit_events::insert_sqlite(conn, &trail(done)).await?;
+        audit_events::all_written(&keys)
     }
 
     /// One write of a transaction, in `conn` (the writer lock is held).
@@ -286,8 +280,8 @@ impl SqliteStore {
         let last_updated = now();
         if write.resource_type() == "AuditEvent" {
             let (record, version, put) = audit_events::prepare(&self.indexer, write, last_updated)?;
-            let taken = audit_events::insert_sqlite(conn, std::slice::from_ref(&record)).await?;
-            return audit_events::written(taken, version, put);
+            let keys = audit_events::insert_sqlite(conn, std::slice::from_ref(&record)).await?;
+            return audit_events::written(keys, version, put);
         }
         match write {
             Write::Create {
