@@ -104,10 +104,7 @@ impl AuditLog {
                 }
             })
         };
-        log.tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend([writer, sealer]);
+        lock(&log.tasks).extend([writer, sealer]);
         Ok(log)
     }
 
@@ -202,12 +199,7 @@ impl AuditLog {
                 "the audit chain could not be sealed at shutdown"
             );
         }
-        for task in self
-            .tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
+        for task in lock(&self.tasks).drain(..) {
             task.abort();
         }
     }
@@ -272,6 +264,7 @@ async fn write_loop(
     }
 }
 
+/// A lock that a panicked holder did not poison for good (what it guards stays usable).
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
