@@ -3,7 +3,9 @@
 //! `--raw-postgres URL` it runs the same work as raw SQL against PostgreSQL instead (the same
 //! insert of a resource row, its version row and its search index rows; one select by key), so Hearth can be stated
 //! as a ratio of what the database alone does. With `--pid` it samples the server's resident
-//! memory.
+//! memory. On Linux it also prints the CPU time each request cost in the server (`--pid`), in
+//! the local PostgreSQL processes and in this generator, and the share of time the machine
+//! lost to its host (steal): figures that stay comparable when throughput is noisy.
 //!
 //! ```text
 //! cargo run --release --example loadgen -- --base http://127.0.0.1:8080/fhir --connections 64 --pid $(pgrep hearth)
@@ -57,7 +59,101 @@ fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn report(name: &str, conns: usize, mut latencies: Vec<Duration>, wall: Duration, errors: u64) {
+/// CPU time (clock ticks) spent so far by the server, by PostgreSQL, by this generator, and
+/// the machine's ticks in total and stolen by its host. From `/proc` (zero elsewhere).
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    server: u64,
+    postgres: u64,
+    generator: u64,
+    machine: u64,
+    steal: u64,
+}
+
+static SERVER_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+/// utime + stime of a process, from `/proc/<pid>/stat`, with its command name.
+fn process_ticks(stat_path: &std::path::Path) -> Option<(String, u64)> {
+    let stat = std::fs::read_to_string(stat_path).ok()?;
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1.to_string();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3, utime 14 and stime 15 (1-based, `man 5 proc`).
+    Some((
+        name,
+        fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?,
+    ))
+}
+
+impl Cpu {
+    fn now() -> Cpu {
+        let mut cpu = Cpu::default();
+        if let Some(pid) = SERVER_PID.get() {
+            let path = format!("/proc/{pid}/stat");
+            cpu.server = process_ticks(path.as_ref()).map_or(0, |(_, t)| t);
+        }
+        cpu.generator = process_ticks("/proc/self/stat".as_ref()).map_or(0, |(_, t)| t);
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            if let Some((name, ticks)) = process_ticks(&entry.path().join("stat")) {
+                if name == "postgres" {
+                    cpu.postgres += ticks;
+                }
+            }
+        }
+        if let Ok(stat) = std::fs::read_to_string("/proc/stat") {
+            if let Some(line) = stat.lines().next() {
+                let ticks: Vec<u64> = line
+                    .split_whitespace()
+                    .skip(1)
+                    .filter_map(|t| t.parse().ok())
+                    .collect();
+                cpu.machine = ticks.iter().take(8).sum();
+                cpu.steal = ticks.get(7).copied().unwrap_or(0);
+            }
+        }
+        cpu
+    }
+
+    fn since(self, start: Cpu) -> Cpu {
+        Cpu {
+            server: self.server.saturating_sub(start.server),
+            postgres: self.postgres.saturating_sub(start.postgres),
+            generator: self.generator.saturating_sub(start.generator),
+            machine: self.machine.saturating_sub(start.machine),
+            steal: self.steal.saturating_sub(start.steal),
+        }
+    }
+}
+
+fn report(
+    name: &str,
+    conns: usize,
+    latencies: Vec<Duration>,
+    wall: Duration,
+    errors: u64,
+    cpu: Cpu,
+) {
+    let n = latencies.len().max(1) as f64;
+    // Clock ticks are 1/100 s on Linux (USER_HZ).
+    let micros = |ticks: u64| ticks as f64 * 1e4 / n;
+    report_latency(name, conns, latencies, wall, errors);
+    println!(
+        "{:<14} cpu per request: server {:>5.0}µs  postgres {:>5.0}µs  generator {:>5.0}µs  steal {:>4.1}%",
+        "",
+        micros(cpu.server),
+        micros(cpu.postgres),
+        micros(cpu.generator),
+        cpu.steal as f64 * 100.0 / cpu.machine.max(1) as f64
+    );
+}
+
+fn report_latency(
+    name: &str,
+    conns: usize,
+    mut latencies: Vec<Duration>,
+    wall: Duration,
+    errors: u64,
+) {
     latencies.sort();
     let pct = |p: f64| {
         latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64()
@@ -74,13 +170,14 @@ fn report(name: &str, conns: usize, mut latencies: Vec<Duration>, wall: Duration
 }
 
 /// Runs `work(i)` for i in 0..n over `conns` workers; returns latencies, wall time, errors.
-async fn drive<F, Fut>(conns: usize, n: usize, work: F) -> (Vec<Duration>, Duration, u64)
+async fn drive<F, Fut>(conns: usize, n: usize, work: F) -> (Vec<Duration>, Duration, u64, Cpu)
 where
     F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
     let work = Arc::new(work);
     let errors = Arc::new(AtomicU64::new(0));
+    let cpu = Cpu::now();
     let started = Instant::now();
     let tasks: Vec<_> = (0..conns)
         .map(|w| {
@@ -105,7 +202,13 @@ where
     for t in tasks {
         all.extend(t.await.expect("a worker"));
     }
-    (all, started.elapsed(), errors.load(Ordering::Relaxed))
+    let wall = started.elapsed();
+    (
+        all,
+        wall,
+        errors.load(Ordering::Relaxed),
+        Cpu::now().since(cpu),
+    )
 }
 
 async fn http(args: Args) {
@@ -132,7 +235,7 @@ async fn http(args: Args) {
     let ids = Arc::new(std::sync::Mutex::new(vec![String::new(); args.requests]));
 
     let (c, b, i2) = (clients.clone(), base.clone(), ids.clone());
-    let (lat, wall, err) = drive(conns, args.requests, move |w, i| {
+    let (lat, wall, err, cpu) = drive(conns, args.requests, move |w, i| {
         let (c, b, ids) = (c.clone(), b.clone(), i2.clone());
         async move {
             let r = c[w]
@@ -153,12 +256,12 @@ async fn http(args: Args) {
         }
     })
     .await;
-    report("create", conns, lat, wall, err);
+    report("create", conns, lat, wall, err, cpu);
 
     let ids: Arc<Vec<String>> = Arc::new(ids.lock().unwrap().clone());
     let reads = args.reads.unwrap_or(args.requests);
     let (c, b, i2) = (clients.clone(), base.clone(), ids.clone());
-    let (lat, wall, err) = drive(conns, reads, move |w, i| {
+    let (lat, wall, err, cpu) = drive(conns, reads, move |w, i| {
         let (c, b, ids) = (c.clone(), b.clone(), i2.clone());
         async move {
             let id = &ids[(i * 7919) % ids.len()];
@@ -169,12 +272,12 @@ async fn http(args: Args) {
         }
     })
     .await;
-    report("read", conns, lat, wall, err);
+    report("read", conns, lat, wall, err, cpu);
 
     // A search by identifier (one match), and one by family name with a page of results.
     let (c, b) = (clients.clone(), base.clone());
     let n = args.requests;
-    let (lat, wall, err) = drive(conns, reads, move |w, i| {
+    let (lat, wall, err, cpu) = drive(conns, reads, move |w, i| {
         let (c, b) = (c.clone(), b.clone());
         async move {
             let k = (i * 7919) % n;
@@ -190,10 +293,10 @@ async fn http(args: Args) {
         }
     })
     .await;
-    report("search", conns, lat, wall, err);
+    report("search", conns, lat, wall, err, cpu);
 
     let (c, b, i2) = (clients.clone(), base.clone(), ids.clone());
-    let (lat, wall, err) = drive(conns, args.requests, move |w, i| {
+    let (lat, wall, err, cpu) = drive(conns, args.requests, move |w, i| {
         let (c, b, ids) = (c.clone(), b.clone(), i2.clone());
         async move {
             let id = &ids[i];
@@ -211,7 +314,7 @@ async fn http(args: Args) {
         }
     })
     .await;
-    report("update", conns, lat, wall, err);
+    report("update", conns, lat, wall, err, cpu);
 }
 
 async fn raw_postgres(args: Args, url: String) {
@@ -223,7 +326,7 @@ async fn raw_postgres(args: Args, url: String) {
         .expect("PostgreSQL");
     let pool = Arc::new(pool);
     let p = pool.clone();
-    let (lat, wall, err) = drive(conns, args.requests, move |_, i| {
+    let (lat, wall, err, cpu) = drive(conns, args.requests, move |_, i| {
         let pool = p.clone();
         async move {
             let id = uuid::Uuid::new_v4().to_string();
@@ -265,7 +368,7 @@ async fn raw_postgres(args: Args, url: String) {
         }
     })
     .await;
-    report("raw insert", conns, lat, wall, err);
+    report("raw insert", conns, lat, wall, err, cpu);
     let keys: Vec<String> =
         sqlx::query_scalar("SELECT id FROM resource WHERE type = 'Patient' LIMIT 100000")
             .fetch_all(&*pool)
@@ -273,7 +376,7 @@ async fn raw_postgres(args: Args, url: String) {
             .unwrap();
     let keys = Arc::new(keys);
     let p = pool.clone();
-    let (lat, wall, err) = drive(conns, args.requests, move |_, i| {
+    let (lat, wall, err, cpu) = drive(conns, args.requests, move |_, i| {
         let (pool, keys) = (p.clone(), keys.clone());
         async move {
             let id = &keys[(i * 7919) % keys.len()];
@@ -288,7 +391,7 @@ async fn raw_postgres(args: Args, url: String) {
         }
     })
     .await;
-    report("raw select", conns, lat, wall, err);
+    report("raw select", conns, lat, wall, err, cpu);
 }
 
 #[tokio::main]
@@ -297,6 +400,7 @@ async fn main() {
     let peak = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     if let Some(pid) = args.pid {
+        let _ = SERVER_PID.set(pid);
         println!("server RSS before: {} KiB", rss_kib(pid).unwrap_or(0));
         let (peak, done) = (peak.clone(), done.clone());
         tokio::spawn(async move {

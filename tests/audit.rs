@@ -21,6 +21,7 @@ on_both_backends!(
     a_burst_larger_than_the_buffer_loses_nothing,
     the_audit_table_answers_balp_searches_and_refuses_the_rest,
     an_upgrade_moves_stored_audit_events_into_the_audit_table,
+    an_upgrade_moves_single_subtypes_and_request_ids_into_columns,
 );
 
 on_both_backends!(start = start_secured; refusals_and_agents_are_audited);
@@ -630,4 +631,79 @@ async fn an_upgrade_moves_stored_audit_events_into_the_audit_table(s: &Server) {
     let (ok, out) = hearth_audit(&again, &["verify"]);
     assert!(ok, "{out}");
     assert!(out.contains("audit chain intact"), "{out}");
+}
+
+/// Migration 0008: an event's only subtype and only X-Request-Id leave `audit_ref` for
+/// columns of `audit_event`, and searches by them answer as before.
+async fn an_upgrade_moves_single_subtypes_and_request_ids_into_columns(s: &Server) {
+    let p = id_of(
+        s.post_json(
+            "Patient",
+            &json!({"resourceType": "Patient", "name": [{"family": "Columns"}]}),
+        )
+        .await,
+    )
+    .await;
+    let read = s
+        .client
+        .get(s.url(&format!("Patient/{p}")))
+        .header("x-request-id", "upgrade-request-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    assert_eq!(s.get(&format!("Patient/{p}")).await.status(), 200);
+    events(s, None, &format!("patient={p}"), 3).await;
+    s.shutdown().await.unwrap();
+    s.undo_the_audit_columns().await;
+    let rows = "SELECT count(*) FROM audit_ref WHERE param IN ('subtype', 'entity:identifier')";
+    assert!(
+        s.scalar(rows).await >= 6,
+        "the old shape has a row for each"
+    );
+
+    let again = s.reopen().await;
+    assert_eq!(
+        again.scalar(rows).await,
+        0,
+        "single values moved to columns"
+    );
+    let total = |query: String| {
+        let again = &again;
+        async move {
+            let r = again.get(&query).await;
+            assert_eq!(r.status(), 200, "{query}");
+            let b: Value = r.json().await.unwrap();
+            b["total"].as_u64().unwrap()
+        }
+    };
+    let q = |params: &str| format!("AuditEvent?patient={p}&{params}&_summary=count");
+    assert_eq!(total(q("subtype=read")).await, 2);
+    assert_eq!(
+        total(q("subtype=http://hl7.org/fhir/restful-interaction|create")).await,
+        1
+    );
+    // (The polling searches above are audited too, naming the patient: count, don't guess.)
+    assert_eq!(
+        total(q("subtype:not=read")).await,
+        total(format!("AuditEvent?patient={p}&_summary=count")).await - 2
+    );
+    assert_eq!(total(q("entity:identifier=upgrade-request-1")).await, 1);
+    assert_eq!(
+        total("AuditEvent?entity:identifier=upgrade-request-1&_summary=count".into()).await,
+        1
+    );
+    // Events written after the upgrade are found the same way.
+    let read = again
+        .client
+        .get(again.url(&format!("Patient/{p}")))
+        .header("x-request-id", "upgrade-request-2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    events(&again, None, "entity:identifier=upgrade-request-2", 1).await;
+    assert_eq!(total(q("subtype=read")).await, 3);
+    let (ok, out) = hearth_audit(&again, &["verify"]);
+    assert!(ok, "{out}");
 }

@@ -108,7 +108,7 @@ impl Event {
     /// tree), with a fresh id; and its search columns, taken from the event too (a unit test
     /// checks them against what the generic index extraction finds in the text).
     pub fn record(&self, server: &str, recorded: DateTime<Utc>) -> AuditRecord {
-        let id = crate::fhir::id::new_id();
+        let id = crate::fhir::id::new_time_ordered_id();
         let last_updated = Utc::now().trunc_subsecs(6);
         let users = format!("{server}/auth/users");
         let clients = format!("{server}/auth/clients");

@@ -240,8 +240,9 @@ async fn write_loop(
         if !events.is_empty() {
             let batch: Vec<AuditRecord> = std::mem::take(&mut events);
             let mut wait = Duration::from_millis(100);
+            let mut retry = false;
             let keys = loop {
-                match store.append_audit_events(&batch).await {
+                match store.append_audit_events(&batch, retry).await {
                     Ok(keys) => break keys,
                     Err(e) => tracing::warn!(
                         error = e.message(),
@@ -251,11 +252,14 @@ async fn write_loop(
                 }
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
+                // The failed attempt may have been stored all the same (its answer lost).
+                retry = true;
             };
             let mut unsealed = lock(&unsealed);
             // Bounded: past this, the sealer reads events back instead.
             if unsealed.len() < MAX_UNSEALED {
-                unsealed.extend(keys.into_iter().zip(batch.into_iter().map(|r| r.body)));
+                let stored = keys.into_iter().zip(batch.into_iter().map(|r| r.body));
+                unsealed.extend(stored.filter_map(|(key, body)| Some((key?, body))));
             }
         }
         for f in flushes.drain(..) {

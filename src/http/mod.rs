@@ -168,7 +168,7 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
             (1..=64).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
         .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .unwrap_or_else(crate::fhir::id::new_time_ordered_id);
     let span =
         tracing::info_span!("request", id = %request_id, method = %request.method(), interaction);
     request

@@ -72,13 +72,22 @@ macro_rules! in_transaction {
 
 impl Store {
     /// Stores a batch of new AuditEvents in one transaction, queued for the chain. Answers
-    /// their keys, in order.
-    pub async fn append_audit_events(&self, records: &[AuditRecord]) -> Result<Vec<i64>> {
+    /// their keys, in order. A `retry` of a batch whose outcome was lost skips the events
+    /// that were stored after all (their key is `None`).
+    pub async fn append_audit_events(
+        &self,
+        records: &[AuditRecord],
+        retry: bool,
+    ) -> Result<Vec<Option<i64>>> {
         let keys = match self {
             // One statement: atomic without a BEGIN and COMMIT round trip.
             Store::Postgres(s) => {
                 let mut conn = s.pool.acquire().await.map_err(db_error)?;
-                audit_events::insert_pg(&mut conn, records).await?
+                let ids = match retry {
+                    true => audit_events::Ids::MaybeTaken,
+                    false => audit_events::Ids::Fresh,
+                };
+                audit_events::insert_pg(&mut conn, records, ids).await?
             }
             Store::Sqlite(s) => {
                 let _writing = s.writer.lock().await;
@@ -92,8 +101,10 @@ impl Store {
                 keys
             }
         };
-        audit_events::all_written(&keys)?;
-        Ok(keys.into_iter().flatten().collect())
+        if !retry {
+            audit_events::all_written(&keys)?;
+        }
+        Ok(keys)
     }
 
     /// Links up to `limit` queued AuditEvents into the chain, in the order they were stored,
@@ -503,10 +514,13 @@ impl Store {
                         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
                         .map_or_else(chrono::Utc::now, |t| t.with_timezone(&chrono::Utc));
                     let r = audit_events::record_of(&indexer, &body, text, last_updated);
+                    let placed = r.placed();
+                    let [subtype, entity_id] = placed.columns;
                     sqlx::query(sqlx::AssertSqlSafe(sql(
                         "INSERT INTO audit_event (key, id, recorded, recorded_hi, last_updated,
-                            type_system, type_code, action, outcome, body)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                            type_system, type_code, action, outcome, body, subtype_system,
+                            subtype_code, entity_id_system, entity_id_value)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                     )))
                     .bind(key)
                     .bind(&r.id)
@@ -518,10 +532,14 @@ impl Store {
                     .bind(&r.action)
                     .bind(&r.outcome)
                     .bind(&r.body)
+                    .bind(subtype.and_then(|x| x.system.as_deref()))
+                    .bind(subtype.map(|x| x.value.as_str()))
+                    .bind(entity_id.and_then(|x| x.system.as_deref()))
+                    .bind(entity_id.map(|x| x.value.as_str()))
                     .execute(&mut *tx)
                     .await
                     .map_err(db_error)?;
-                    for x in &r.refs {
+                    for x in placed.rows {
                         sqlx::query(sqlx::AssertSqlSafe(sql(
                             "INSERT INTO audit_ref (key, param, system, value) VALUES ($1, $2, $3, $4)",
                         )))

@@ -1,8 +1,10 @@
-//! The audit trail's own table (`migrations/*/0007_audit_table.sql`). AuditEvents are written
-//! once, never changed, and are the most written resource by far, so they are not stored as
-//! generic resources: each is one `audit_event` row (its single-valued search parameters as
-//! columns, its text as the hash chain covers it) plus one `audit_ref` row per patient,
-//! agent, entity and subtype. Reads, searches and history of AuditEvent are answered from
+//! The audit trail's own table (`migrations/*/0007_audit_table.sql`, `0008_audit_columns`).
+//! AuditEvents are written once, never changed, and are the most written resource by far, so
+//! they are not stored as generic resources: each is one `audit_event` row (its single-valued
+//! search parameters as columns, and its only subtype and only `entity:identifier` when it
+//! has one of each, as Hearth's own events do; its text as the hash chain covers it) plus one
+//! `audit_ref` row per patient, agent and entity, and per subtype or identifier of an event
+//! with several. Reads, searches and history of AuditEvent are answered from
 //! here; the store routes them ([`super::Store`]).
 //!
 //! The parameters searched here are those of the IHE Basic Audit Log Patterns: `date`,
@@ -73,6 +75,42 @@ impl AuditRecord {
                 })?,
             ),
         })
+    }
+}
+
+/// The parameters an `audit_event` row keeps in columns when the event has exactly one value
+/// for them (migration 0008), as (parameter, system column, value column). Hearth's own
+/// events have one subtype (the interaction) and one `entity:identifier` (the X-Request-Id):
+/// two `audit_ref` rows, and their index entries, fewer per event.
+/// Only `entity_id_value` has an index: a request id is looked up on its own, a subtype with
+/// a date or a patient.
+const COLUMN_PARAMS: [(&str, &str, &str); 2] = [
+    ("subtype", "subtype_system", "subtype_code"),
+    ("entity:identifier", "entity_id_system", "entity_id_value"),
+];
+
+/// Where a record's refs are stored: the single-valued ones of [`COLUMN_PARAMS`] in their
+/// columns, in that order, and the others as `audit_ref` rows.
+pub struct Placed<'a> {
+    pub columns: [Option<&'a AuditRef>; 2],
+    pub rows: Vec<&'a AuditRef>,
+}
+
+impl AuditRecord {
+    pub fn placed(&self) -> Placed<'_> {
+        let mut columns = [None; 2];
+        for (slot, (param, _, _)) in columns.iter_mut().zip(COLUMN_PARAMS) {
+            let mut values = self.refs.iter().filter(|r| r.param == param);
+            if let (Some(only), None) = (values.next(), values.next()) {
+                *slot = Some(only);
+            }
+        }
+        let rows = self
+            .refs
+            .iter()
+            .filter(|r| !columns.iter().flatten().any(|c| std::ptr::eq(*c, *r)))
+            .collect();
+        Placed { columns, rows }
     }
 }
 
@@ -213,11 +251,21 @@ pub(super) fn written(keys: Vec<Option<i64>>, version: Version, put: bool) -> Re
     }
 }
 
+/// Whether an insert may meet an id that is stored already: a client's `PUT` of an
+/// AuditEvent, or a batch retried after its outcome was lost. Fresh ids cannot be taken, and
+/// skip the costlier `ON CONFLICT` (speculative) insertion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ids {
+    Fresh,
+    MaybeTaken,
+}
+
 /// Inserts AuditEvents and queues them for the hash chain, in one statement. Answers each
 /// record's key, or `None` where its id was taken already (nothing is written for those).
 pub(super) async fn insert_pg(
     conn: &mut sqlx::PgConnection,
     records: &[AuditRecord],
+    ids: Ids,
 ) -> Result<Vec<Option<i64>>> {
     if records.is_empty() {
         return Ok(Vec::new());
@@ -225,48 +273,60 @@ pub(super) async fn insert_pg(
     let mut e = EventColumns::default();
     let mut r = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for rec in records {
-        e.push(rec);
-        for x in &rec.refs {
+        let placed = rec.placed();
+        e.push(rec, &placed);
+        for x in placed.rows {
             r.0.push(rec.id.as_str());
             r.1.push(x.param);
             r.2.push(x.system.as_deref());
             r.3.push(x.value.as_str());
         }
     }
-    let inserted: Vec<(i64, String)> = sqlx::query_as(
+    let text = format!(
         "WITH e AS (
             INSERT INTO audit_event (id, recorded, recorded_hi, last_updated, type_system,
-                type_code, action, outcome, body)
+                type_code, action, outcome, body, subtype_system, subtype_code,
+                entity_id_system, entity_id_value)
             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[],
-                $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
-            ON CONFLICT (id) DO NOTHING
+                $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                $11::text[], $12::text[], $13::text[])
+            {}
             RETURNING key, id, recorded),
          r AS (
             INSERT INTO audit_ref (key, param, system, value)
             SELECT e.key, x.param, x.system, x.value
-            FROM unnest($10::text[], $11::text[], $12::text[], $13::text[])
+            FROM unnest($14::text[], $15::text[], $16::text[], $17::text[])
                 AS x(id, param, system, value)
             JOIN e ON e.id = x.id),
          c AS (
             INSERT INTO audit_queue (key, recorded) SELECT key, recorded / 1000 FROM e)
          SELECT key, id FROM e",
-    )
-    .bind(&e.id)
-    .bind(&e.lo)
-    .bind(&e.hi)
-    .bind(&e.last_updated)
-    .bind(&e.type_system)
-    .bind(&e.type_code)
-    .bind(&e.action)
-    .bind(&e.outcome)
-    .bind(&e.body)
-    .bind(&r.0)
-    .bind(&r.1)
-    .bind(&r.2)
-    .bind(&r.3)
-    .fetch_all(conn)
-    .await
-    .map_err(db_error)?;
+        match ids {
+            Ids::Fresh => "",
+            Ids::MaybeTaken => "ON CONFLICT (id) DO NOTHING",
+        }
+    );
+    let inserted: Vec<(i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(text))
+        .bind(&e.id)
+        .bind(&e.lo)
+        .bind(&e.hi)
+        .bind(&e.last_updated)
+        .bind(&e.type_system)
+        .bind(&e.type_code)
+        .bind(&e.action)
+        .bind(&e.outcome)
+        .bind(&e.body)
+        .bind(&e.columns[0].0)
+        .bind(&e.columns[0].1)
+        .bind(&e.columns[1].0)
+        .bind(&e.columns[1].1)
+        .bind(&r.0)
+        .bind(&r.1)
+        .bind(&r.2)
+        .bind(&r.3)
+        .fetch_all(conn)
+        .await
+        .map_err(db_error)?;
     let keys: std::collections::HashMap<&str, i64> = inserted
         .iter()
         .map(|(key, id)| (id.as_str(), *key))
@@ -284,10 +344,13 @@ pub(super) async fn insert_sqlite(
 ) -> Result<Vec<Option<i64>>> {
     let mut keys = Vec::with_capacity(records.len());
     for rec in records {
+        let placed = rec.placed();
+        let [subtype, entity_id] = placed.columns;
         let key: Option<i64> = sqlx::query_scalar(
             "INSERT INTO audit_event (id, recorded, recorded_hi, last_updated, type_system,
-                type_code, action, outcome, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                type_code, action, outcome, body, subtype_system, subtype_code,
+                entity_id_system, entity_id_value)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
              ON CONFLICT (id) DO NOTHING RETURNING key",
         )
         .bind(&rec.id)
@@ -299,12 +362,16 @@ pub(super) async fn insert_sqlite(
         .bind(&rec.action)
         .bind(&rec.outcome)
         .bind(&rec.body)
+        .bind(subtype.and_then(|r| r.system.as_deref()))
+        .bind(subtype.map(|r| r.value.as_str()))
+        .bind(entity_id.and_then(|r| r.system.as_deref()))
+        .bind(entity_id.map(|r| r.value.as_str()))
         .fetch_optional(&mut *conn)
         .await
         .map_err(db_error)?;
         keys.push(key);
         let Some(key) = key else { continue };
-        for x in &rec.refs {
+        for x in placed.rows {
             sqlx::query(
                 "INSERT INTO audit_ref (key, param, system, value) VALUES (?1, ?2, ?3, ?4)",
             )
@@ -349,10 +416,16 @@ struct EventColumns<'a> {
     action: Vec<Option<&'a str>>,
     outcome: Vec<Option<&'a str>>,
     body: Vec<&'a str>,
+    /// (system, value) of each of [`COLUMN_PARAMS`].
+    columns: [(Vec<Option<&'a str>>, Vec<Option<&'a str>>); 2],
 }
 
 impl<'a> EventColumns<'a> {
-    fn push(&mut self, r: &'a AuditRecord) {
+    fn push(&mut self, r: &'a AuditRecord, placed: &Placed<'a>) {
+        for (column, value) in self.columns.iter_mut().zip(placed.columns) {
+            column.0.push(value.and_then(|v| v.system.as_deref()));
+            column.1.push(value.map(|v| v.value.as_str()));
+        }
         self.id.push(&r.id);
         self.lo.push(r.recorded.0);
         self.hi.push(r.recorded.1);
@@ -498,10 +571,39 @@ fn filter(sql: &mut Sql, f: &Filter) -> Result<()> {
                 ("action", _) => column("e.action", "'http://hl7.org/fhir/audit-event-action'"),
                 ("outcome", _) => column("e.outcome", "'http://hl7.org/fhir/audit-event-outcome'"),
                 (p, _) if REF_PARAMS.contains(&p) => {
-                    if *negate {
-                        sql.push("NOT ");
+                    sql.push(if *negate { "NOT (" } else { "(" });
+                    // A single value is in the event's columns, several in `audit_ref`. The
+                    // indexed request id is looked up (a union of index scans); a subtype is
+                    // checked on the events the other conditions found.
+                    let in_columns = COLUMN_PARAMS.iter().find(|c| c.0 == p);
+                    let alias = match in_columns {
+                        Some(("entity:identifier", ..)) => "c",
+                        _ => "e",
+                    };
+                    if let Some((_, system, value)) = in_columns {
+                        let (value, system) =
+                            (format!("{alias}.{value}"), format!("{alias}.{system}"));
+                        sql.push(if alias == "c" {
+                            "e.key IN (SELECT c.key FROM audit_event c WHERE ("
+                        } else {
+                            "("
+                        });
+                        let cols = column(&value, &system);
+                        for (n, v) in values.iter().enumerate() {
+                            if n > 0 {
+                                sql.push(" OR ");
+                            }
+                            predicate(sql, v, &cols);
+                        }
+                        sql.push(if alias == "c" {
+                            ") UNION ALL "
+                        } else {
+                            ") IS TRUE OR e.key IN ("
+                        });
+                    } else {
+                        sql.push("e.key IN (");
                     }
-                    sql.push("e.key IN (SELECT a.key FROM audit_ref a WHERE ");
+                    sql.push("SELECT a.key FROM audit_ref a WHERE ");
                     if p == "patient" {
                         // See `normalise`: Patient entities are patients too.
                         sql.push("(a.param = 'patient' OR (a.param = 'entity' AND a.system = 'Patient'))");
@@ -516,7 +618,7 @@ fn filter(sql: &mut Sql, f: &Filter) -> Result<()> {
                         }
                         predicate(sql, v, &cols);
                     }
-                    sql.push("))");
+                    sql.push(")))");
                     return Ok(());
                 }
                 (p, _) => return Err(unsupported(&format!("the parameter '{p}'"))),
@@ -651,11 +753,67 @@ mod tests {
         assert!(sql.text.contains("e.recorded"), "{}", sql.text);
         assert!(
             sql.text
-                .ends_with("ORDER BY e.recorded DESC, e.key LIMIT $9"),
+                .ends_with("ORDER BY e.recorded DESC, e.key LIMIT $10"),
             "{}",
             sql.text
         );
         assert_eq!(sql.binds[0], Bind::Text("p1".into()));
+        // A subtype is in the event's columns, or in `audit_ref` when an event has several.
+        assert!(
+            sql.text.contains("e.subtype_code = ")
+                && sql.text.contains(
+                    ") IS TRUE OR e.key IN (SELECT a.key FROM audit_ref a WHERE a.param = "
+                ),
+            "{}",
+            sql.text
+        );
+        // A request id is looked up through the columns' index and `audit_ref`'s.
+        let q = search("entity:identifier=abc");
+        let sql = page_query(Dialect::Sqlite, &q, None, 11).unwrap();
+        assert!(
+            sql.text.contains(
+                "e.key IN (SELECT c.key FROM audit_event c WHERE ((c.entity_id_value = ?))"
+            ) && sql
+                .text
+                .contains(" UNION ALL SELECT a.key FROM audit_ref a WHERE"),
+            "{}",
+            sql.text
+        );
+    }
+
+    #[test]
+    fn single_valued_subtype_and_request_id_go_to_columns() {
+        let r = |param, value: &str| AuditRef {
+            param,
+            system: None,
+            value: value.into(),
+        };
+        let mut record = AuditRecord {
+            id: "a".into(),
+            recorded: (0, 1000),
+            last_updated: DateTime::from_timestamp_micros(0).unwrap(),
+            type_system: None,
+            type_code: None,
+            action: None,
+            outcome: None,
+            body: "{}".into(),
+            refs: normalise(vec![
+                r("subtype", "read"),
+                r("entity:identifier", "req-1"),
+                r("entity", "p1"),
+            ]),
+        };
+        let placed = record.placed();
+        assert_eq!(placed.columns[0].map(|c| c.value.as_str()), Some("read"));
+        assert_eq!(placed.columns[1].map(|c| c.value.as_str()), Some("req-1"));
+        assert_eq!(placed.rows.len(), 1);
+        assert_eq!(placed.rows[0].param, "entity");
+
+        // Several values of one parameter all stay rows: a search must see them alike.
+        record.refs = normalise(vec![r("subtype", "read"), r("subtype", "vread")]);
+        let placed = record.placed();
+        assert_eq!(placed.columns, [None, None]);
+        assert_eq!(placed.rows.len(), 2);
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub const POSTGRES: &[Migration] = &[
     migration!("postgres", 0005, "auth"),
     migration!("postgres", 0006, "audit"),
     migration!("postgres", 0007, "audit_table"),
+    migration!("postgres", 0008, "audit_columns"),
 ];
 #[allow(clippy::zero_prefixed_literal)]
 pub const SQLITE: &[Migration] = &[
@@ -59,4 +60,5 @@ pub const SQLITE: &[Migration] = &[
     migration!("sqlite", 0005, "auth"),
     migration!("sqlite", 0006, "audit"),
     migration!("sqlite", 0007, "audit_table"),
+    migration!("sqlite", 0008, "audit_columns"),
 ];

@@ -266,7 +266,7 @@ impl PgStore {
         let Some(trail) = trail else {
             return Ok(());
         };
-        let keys = audit_events::insert_pg(tx, &trail(done)).await?;
+        let keys = audit_events::insert_pg(tx, &trail(done), audit_events::Ids::Fresh).await?;
         audit_events::all_written(&keys)
     }
 
@@ -280,7 +280,9 @@ impl PgStore {
         let last_updated = now();
         if write.resource_type() == "AuditEvent" {
             let (record, version, put) = audit_events::prepare(&self.indexer, write, last_updated)?;
-            let keys = audit_events::insert_pg(tx, std::slice::from_ref(&record)).await?;
+            // A client's AuditEvent may name an id that is taken (`written` says so).
+            let ids = audit_events::Ids::MaybeTaken;
+            let keys = audit_events::insert_pg(tx, std::slice::from_ref(&record), ids).await?;
             return audit_events::written(keys, version, put);
         }
         match write {

@@ -425,7 +425,7 @@ impl Server {
                 SELECT key, 0 FROM resource WHERE type = 'AuditEvent';
              DROP TABLE audit_ref;
              DROP TABLE audit_event;
-             DELETE FROM hearth_migration WHERE version = 7;"
+             DELETE FROM hearth_migration WHERE version IN (7, 8);"
         );
         match self.backend {
             Backend::Postgres => {
@@ -441,6 +441,34 @@ impl Server {
                     .execute(&mut c)
                     .await
                     .unwrap();
+            }
+        }
+    }
+
+    /// Puts a stopped server's database back into its shape before migration 0008: single
+    /// subtypes and request ids back into `audit_ref` rows, the columns gone.
+    pub async fn undo_the_audit_columns(&self) {
+        let script = "INSERT INTO audit_ref (key, param, system, value)
+                SELECT key, 'subtype', subtype_system, subtype_code FROM audit_event
+                WHERE subtype_code IS NOT NULL;
+             INSERT INTO audit_ref (key, param, system, value)
+                SELECT key, 'entity:identifier', entity_id_system, entity_id_value FROM audit_event
+                WHERE entity_id_value IS NOT NULL;
+             DROP INDEX audit_event_entity_id;
+             ALTER TABLE audit_event DROP COLUMN subtype_system;
+             ALTER TABLE audit_event DROP COLUMN subtype_code;
+             ALTER TABLE audit_event DROP COLUMN entity_id_system;
+             ALTER TABLE audit_event DROP COLUMN entity_id_value;
+             DELETE FROM hearth_migration WHERE version = 8;";
+        let url = self.database_url();
+        match self.backend {
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::raw_sql(script).execute(&mut c).await.unwrap();
+            }
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::raw_sql(script).execute(&mut c).await.unwrap();
             }
         }
     }
