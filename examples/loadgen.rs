@@ -5,10 +5,13 @@
 //! as a ratio of what the database alone does. With `--pid` it samples the server's resident
 //! memory. On Linux it also prints the CPU time each request cost in the server (`--pid`), in
 //! the local PostgreSQL processes and in this generator, and the share of time the machine
-//! lost to its host (steal): figures that stay comparable when throughput is noisy.
+//! lost to its host (steal): figures that stay comparable when throughput is noisy. With
+//! `--against URL` it compares two servers (say, auditing on and off) in alternating slices
+//! of reads and searches, and prints the ratio of their throughputs.
 //!
 //! ```text
 //! cargo run --release --example loadgen -- --base http://127.0.0.1:8080/fhir --connections 64 --pid $(pgrep hearth)
+//! cargo run --release --example loadgen -- --base http://127.0.0.1:8081/fhir --against http://127.0.0.1:8080/fhir --connections 32 --reads 40000
 //! cargo run --release --example loadgen -- --raw-postgres postgres://postgres@127.0.0.1/bench --connections 64
 //! ```
 
@@ -40,6 +43,14 @@ struct Args {
     /// Run the equivalent raw SQL against this PostgreSQL database (migrated by `hearth migrate`).
     #[arg(long)]
     raw_postgres: Option<String>,
+    /// A second server to compare with (B; `--base` is A): read and search run on both in
+    /// alternating slices and the ratio of their throughputs is printed (create and update
+    /// only seed the data).
+    #[arg(long)]
+    against: Option<String>,
+    /// Requests per slice in a comparison (`--against`).
+    #[arg(long, default_value_t = 2000)]
+    slice: usize,
     /// A bearer token to send (from `hearth token`), for a server with authorization on.
     #[arg(long, env = "HEARTH_TOKEN")]
     token: Option<String>,
@@ -67,6 +78,8 @@ struct Cpu {
     postgres: u64,
     generator: u64,
     machine: u64,
+    /// Idle and waiting for I/O.
+    idle: u64,
     steal: u64,
 }
 
@@ -109,6 +122,7 @@ impl Cpu {
                     .collect();
                 cpu.machine = ticks.iter().take(8).sum();
                 cpu.steal = ticks.get(7).copied().unwrap_or(0);
+                cpu.idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
             }
         }
         cpu
@@ -121,6 +135,18 @@ impl Cpu {
             generator: self.generator.saturating_sub(start.generator),
             machine: self.machine.saturating_sub(start.machine),
             steal: self.steal.saturating_sub(start.steal),
+            idle: self.idle.saturating_sub(start.idle),
+        }
+    }
+
+    fn add(self, other: Cpu) -> Cpu {
+        Cpu {
+            server: self.server + other.server,
+            postgres: self.postgres + other.postgres,
+            generator: self.generator + other.generator,
+            machine: self.machine + other.machine,
+            steal: self.steal + other.steal,
+            idle: self.idle + other.idle,
         }
     }
 }
@@ -232,65 +258,29 @@ async fn http(args: Args) {
             .collect(),
     );
     let base = Arc::new(args.base.clone());
-    let ids = Arc::new(std::sync::Mutex::new(vec![String::new(); args.requests]));
-
-    let (c, b, i2) = (clients.clone(), base.clone(), ids.clone());
-    let (lat, wall, err, cpu) = drive(conns, args.requests, move |w, i| {
-        let (c, b, ids) = (c.clone(), b.clone(), i2.clone());
-        async move {
-            let r = c[w]
-                .post(format!("{b}/Patient"))
-                .header("content-type", "application/fhir+json")
-                .header("prefer", "return=minimal")
-                .body(patient(i).to_string())
-                .send()
-                .await;
-            match r {
-                Ok(r) if r.status() == 201 => {
-                    let loc = r.headers()["location"].to_str().unwrap().to_string();
-                    ids.lock().unwrap()[i] = loc.split('/').rev().nth(2).unwrap().to_string();
-                    true
-                }
-                _ => false,
-            }
-        }
-    })
-    .await;
+    let (ids, (lat, wall, err, cpu)) = create_all(&clients, &base, args.requests).await;
     report("create", conns, lat, wall, err, cpu);
+    if let Some(other) = &args.against {
+        let other = Arc::new(other.clone());
+        let (other_ids, _) = create_all(&clients, &other, args.requests).await;
+        let reads = args.reads.unwrap_or(args.requests);
+        let servers = [(base, ids), (other, other_ids)];
+        paired("read", &clients, &servers, reads, args.slice, read).await;
+        paired("search", &clients, &servers, reads, args.slice, search).await;
+        return;
+    }
 
-    let ids: Arc<Vec<String>> = Arc::new(ids.lock().unwrap().clone());
     let reads = args.reads.unwrap_or(args.requests);
     let (c, b, i2) = (clients.clone(), base.clone(), ids.clone());
     let (lat, wall, err, cpu) = drive(conns, reads, move |w, i| {
-        let (c, b, ids) = (c.clone(), b.clone(), i2.clone());
-        async move {
-            let id = &ids[(i * 7919) % ids.len()];
-            match c[w].get(format!("{b}/Patient/{id}")).send().await {
-                Ok(r) if r.status() == 200 => r.bytes().await.is_ok(),
-                _ => false,
-            }
-        }
+        read(c[w].clone(), b.clone(), i2.clone(), i)
     })
     .await;
     report("read", conns, lat, wall, err, cpu);
 
-    // A search by identifier (one match), and one by family name with a page of results.
-    let (c, b) = (clients.clone(), base.clone());
-    let n = args.requests;
+    let (c, b, i2) = (clients.clone(), base.clone(), ids.clone());
     let (lat, wall, err, cpu) = drive(conns, reads, move |w, i| {
-        let (c, b) = (c.clone(), b.clone());
-        async move {
-            let k = (i * 7919) % n;
-            let query = if i % 2 == 0 {
-                format!("identifier=http://example.org/mrn|MRN{k:08}")
-            } else {
-                format!("family=Family{}&_count=20", k / 10)
-            };
-            match c[w].get(format!("{b}/Patient?{query}")).send().await {
-                Ok(r) if r.status() == 200 => r.bytes().await.is_ok(),
-                _ => false,
-            }
-        }
+        search(c[w].clone(), b.clone(), i2.clone(), i)
     })
     .await;
     report("search", conns, lat, wall, err, cpu);
@@ -315,6 +305,145 @@ async fn http(args: Args) {
     })
     .await;
     report("update", conns, lat, wall, err, cpu);
+}
+
+type Clients = Arc<Vec<reqwest::Client>>;
+type Figures = (Vec<Duration>, Duration, u64, Cpu);
+
+/// Creates `n` Patients on `base`: their ids, and the phase's figures.
+async fn create_all(
+    clients: &Clients,
+    base: &Arc<String>,
+    n: usize,
+) -> (Arc<Vec<String>>, Figures) {
+    let ids = Arc::new(std::sync::Mutex::new(vec![String::new(); n]));
+    let (c, b, i2) = (clients.clone(), base.clone(), ids.clone());
+    let figures = drive(clients.len(), n, move |w, i| {
+        let (c, b, ids) = (c.clone(), b.clone(), i2.clone());
+        async move {
+            let r = c[w]
+                .post(format!("{b}/Patient"))
+                .header("content-type", "application/fhir+json")
+                .header("prefer", "return=minimal")
+                .body(patient(i).to_string())
+                .send()
+                .await;
+            match r {
+                Ok(r) if r.status() == 201 => {
+                    let loc = r.headers()["location"].to_str().unwrap().to_string();
+                    ids.lock().unwrap()[i] = loc.split('/').rev().nth(2).unwrap().to_string();
+                    true
+                }
+                _ => false,
+            }
+        }
+    })
+    .await;
+    let ids = Arc::new(ids.lock().unwrap().clone());
+    (ids, figures)
+}
+
+/// A read of one of the Patients `ids`.
+async fn read(c: reqwest::Client, base: Arc<String>, ids: Arc<Vec<String>>, i: usize) -> bool {
+    let id = &ids[(i * 7919) % ids.len()];
+    match c.get(format!("{base}/Patient/{id}")).send().await {
+        Ok(r) if r.status() == 200 => r.bytes().await.is_ok(),
+        _ => false,
+    }
+}
+
+/// A search by identifier (one match), or by family name with a page of results.
+async fn search(c: reqwest::Client, base: Arc<String>, ids: Arc<Vec<String>>, i: usize) -> bool {
+    let k = (i * 7919) % ids.len();
+    let query = if i % 2 == 0 {
+        format!("identifier=http://example.org/mrn|MRN{k:08}")
+    } else {
+        format!("family=Family{}&_count=20", k / 10)
+    };
+    match c.get(format!("{base}/Patient?{query}")).send().await {
+        Ok(r) if r.status() == 200 => r.bytes().await.is_ok(),
+        _ => false,
+    }
+}
+
+/// Runs `total` requests of `work` against two servers (each with its own Patients) in
+/// alternating slices, ABBA, with a pause after each slice for background work (the audit
+/// writer and sealer) to finish. Drift on the machine (steal, checkpoints) then falls on both
+/// alike, and the ratio of their throughputs is steadier than two separate runs give.
+async fn paired<F, Fut>(
+    name: &str,
+    clients: &Clients,
+    servers: &[(Arc<String>, Arc<Vec<String>>); 2],
+    total: usize,
+    slice: usize,
+    work: F,
+) where
+    F: Fn(reqwest::Client, Arc<String>, Arc<Vec<String>>, usize) -> Fut
+        + Copy
+        + Send
+        + Sync
+        + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let conns = clients.len();
+    let slice = slice.max(conns);
+    let mut latencies = [Vec::new(), Vec::new()];
+    let mut walls = [Duration::ZERO; 2];
+    let mut errors = [0; 2];
+    let mut cpus = [Cpu::default(); 2];
+    let mut ratios = Vec::new();
+    for round in 0..total.div_ceil(slice) {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        let mut rates = [0.0; 2];
+        for side in order {
+            let (c, (b, ids)) = (clients.clone(), servers[side].clone());
+            let offset = round * slice;
+            let (lat, wall, err, cpu) = drive(conns, slice, move |w, i| {
+                work(c[w].clone(), b.clone(), ids.clone(), offset + i)
+            })
+            .await;
+            rates[side] = lat.len() as f64 / wall.as_secs_f64();
+            latencies[side].extend(lat);
+            walls[side] += wall;
+            errors[side] += err;
+            cpus[side] = cpus[side].add(cpu);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        ratios.push(rates[1] / rates[0]);
+    }
+    let [a, b] = latencies;
+    let rate = |lat: &Vec<Duration>, wall: Duration| lat.len() as f64 / wall.as_secs_f64();
+    let ratio = rate(&b, walls[1]) / rate(&a, walls[0]);
+    ratios.sort_by(f64::total_cmp);
+    let (low, median, high) = (
+        ratios[ratios.len() / 10],
+        ratios[ratios.len() / 2],
+        ratios[(ratios.len() * 9 / 10).min(ratios.len() - 1)],
+    );
+    // The machine's busy time per request (all processes, the kernel included): what a
+    // request costs when the machine, not latency, is the limit.
+    let busy = |cpu: &Cpu, n: usize| {
+        let ticks = cpu.machine.saturating_sub(cpu.idle + cpu.steal);
+        ticks as f64 * 1e4 / n.max(1) as f64
+    };
+    let (busy_a, busy_b) = (busy(&cpus[0], a.len()), busy(&cpus[1], b.len()));
+    let (pg_a, pg_b) = (
+        cpus[0].postgres as f64 * 1e4 / a.len().max(1) as f64,
+        cpus[1].postgres as f64 * 1e4 / b.len().max(1) as f64,
+    );
+    report_latency(&format!("{name} A"), conns, a, walls[0], errors[0]);
+    report_latency(&format!("{name} B"), conns, b, walls[1], errors[1]);
+    println!(
+        "{:<14} busy CPU per request: A {busy_a:.0}µs, B {busy_b:.0}µs (B/A {:.3}); postgres A {pg_a:.0}µs, B {pg_b:.0}µs",
+        "",
+        busy_b / busy_a.max(1.0),
+    );
+    println!(
+        "{:<14} B/A throughput {ratio:.3} overall; per round: median {median:.3}, \
+         10th-90th percentile {low:.3}-{high:.3} ({} rounds of {slice})",
+        "",
+        ratios.len()
+    );
 }
 
 async fn raw_postgres(args: Args, url: String) {
