@@ -214,8 +214,15 @@ async fn write_loop(
 ) {
     let mut events = Vec::with_capacity(BATCH);
     let mut flushes = Vec::new();
+    // True when the last batch was full: more is waiting, so the next one does not wait.
+    let mut backlog = false;
     while let Some(first) = rx.recv().await {
-        let gathered = std::time::Instant::now();
+        // A moment's wait gathers more events into the batch: fewer, larger transactions
+        // under load, and the writer wakes once per batch instead of once per event (while
+        // it sleeps, senders only append to the queue). Flushes do not wait.
+        if !backlog && matches!(first, Message::Event(..)) {
+            tokio::time::sleep(GATHER).await;
+        }
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
@@ -223,20 +230,10 @@ async fn write_loop(
                 Message::Flush(f) => flushes.push(f),
             }
             if events.len() < BATCH {
-                next = match rx.try_recv() {
-                    Ok(m) => Some(m),
-                    // A moment's wait gathers more events into the batch: fewer, larger
-                    // transactions (each one a WAL flush) under load. Flushes do not wait.
-                    Err(_) if flushes.is_empty() && gathered.elapsed() < GATHER => {
-                        tokio::time::timeout(GATHER - gathered.elapsed(), rx.recv())
-                            .await
-                            .ok()
-                            .flatten()
-                    }
-                    Err(_) => None,
-                };
+                next = rx.try_recv().ok();
             }
         }
+        backlog = events.len() >= BATCH;
         if !events.is_empty() {
             let batch: Vec<AuditRecord> = std::mem::take(&mut events);
             let mut wait = Duration::from_millis(100);
