@@ -118,6 +118,16 @@ async fn every_interaction_is_audited(s: &Server) {
     assert_eq!(patch.status(), 200);
     let search: Value = s.get("Patient?given=Audit").await.json().await.unwrap();
     assert_eq!(search["entry"].as_array().unwrap().len(), 3);
+    // A POST search keeps its parameters out of the URL; its event has them all the same.
+    let posted = s
+        .client
+        .post(s.url("Patient/_search?_count=10"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("given=Audit&family=Banks")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200);
     assert_eq!(s.get(&format!("Patient/{p1}/_history")).await.status(), 200);
     assert_eq!(
         s.client
@@ -182,6 +192,18 @@ async fn every_interaction_is_audited(s: &Server) {
         let found = events(s, None, &format!("subtype=search-type&patient={p}"), 1).await;
         assert!(found.iter().any(|e| e["id"] == search_event["id"]));
     }
+    let by_post = events(s, None, &format!("subtype=search-type&patient={p2}"), 2).await;
+    let by_post = by_post
+        .iter()
+        .find(|e| e["id"] != search_event["id"])
+        .expect("the POST search's event");
+    assert_eq!(
+        query_of(by_post).as_deref(),
+        Some("Patient?_count=10&given=Audit&family=Banks")
+    );
+    let named = entity_refs(by_post);
+    assert!(named.contains(&format!("Patient/{p2}")), "{named:?}");
+    assert!(!named.contains(&format!("Patient/{p1}")), "{named:?}");
     events(
         s,
         None,

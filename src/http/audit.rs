@@ -36,6 +36,22 @@ pub enum AuditNote {
     },
 }
 
+/// The search a `POST _search` ran, as the equivalent `GET` (`Patient?name=x`): its URL and
+/// form parameters together. The middleware records it instead of the URL's query, which
+/// holds only part of it (clients POST searches precisely to keep parameters out of URLs).
+#[derive(Debug, Clone)]
+pub struct PostedSearch(pub String);
+
+impl PostedSearch {
+    /// `target` is `Patient` for a type search, empty for a system one.
+    pub fn of(target: &str, params: &[(String, String)]) -> PostedSearch {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params)
+            .finish();
+        PostedSearch(format!("{target}?{query}"))
+    }
+}
+
 /// The resources a response body carries (a resource, or the entries of a search or history
 /// Bundle) and the patients whose data they are.
 pub fn disclosed(body: &Value, indexer: &Indexer) -> AuditNote {
@@ -137,7 +153,10 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
         agent(response.extensions().get::<Access>(), peer),
     );
     event.request_id = request_id;
-    event.query = query;
+    event.query = match response.extensions().get::<PostedSearch>() {
+        Some(posted) => Some(posted.0.clone()),
+        None => query,
+    };
     match note {
         Some(AuditNote::Disclosed { entities, patients }) => {
             event.entities = entities.clone();
@@ -220,5 +239,23 @@ pub fn trail<'a>(
                 state.audit.record_now(&event)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PostedSearch;
+
+    #[test]
+    fn a_posted_search_reads_as_the_equivalent_get() {
+        let params = [
+            ("_count".to_string(), "10".to_string()),
+            ("name".to_string(), "O'Brien & Sons".to_string()),
+        ];
+        assert_eq!(
+            PostedSearch::of("Patient", &params).0,
+            "Patient?_count=10&name=O%27Brien+%26+Sons"
+        );
+        assert_eq!(PostedSearch::of("", &[]).0, "?");
     }
 }

@@ -10,6 +10,7 @@ use axum::response::Response;
 use chrono::Utc;
 use serde_json::{json, Value};
 
+use super::audit::PostedSearch;
 use super::format::read_bytes;
 use super::guard;
 use super::history::link;
@@ -82,12 +83,22 @@ async fn system(state: &AppState, req: &FhirRequest, params: &[(String, String)]
 
 /// `POST [base]/_search` with a form-encoded body.
 pub async fn system_post(State(state): State<AppState>, req: FhirRequest, body: Body) -> Response {
+    let mut posted = None;
     let result = async {
         let params = form_params(&state, &req, body).await?;
+        posted = Some(PostedSearch::of("", &params));
         system(&state, &req, &params).await
     }
     .await;
-    req.respond(result)
+    with_posted(req.respond(result), posted)
+}
+
+/// Tells the audit trail what a `POST _search` asked for (its form parameters included).
+fn with_posted(mut response: Response, posted: Option<PostedSearch>) -> Response {
+    if let Some(posted) = posted {
+        response.extensions_mut().insert(posted);
+    }
+    response
 }
 
 /// The URL parameters plus those of a form-encoded body (`POST .../_search`).
@@ -135,13 +146,15 @@ pub async fn type_post(
     Path(resource_type): Path<String>,
     body: Body,
 ) -> Response {
+    let mut posted = None;
     let result = async {
         let params = form_params(&state, &req, body).await?;
+        posted = Some(PostedSearch::of(&resource_type, &params));
         let path = format!("/{resource_type}");
         run(&state, &req, &resource_type, &params, None, &path).await
     }
     .await;
-    req.respond(result)
+    with_posted(req.respond(result), posted)
 }
 
 /// `GET [base]/[Compartment]/[id]/[type]?...`: a search within a compartment, following the
