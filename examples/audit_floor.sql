@@ -1,0 +1,16 @@
+-- The PostgreSQL floor of storing audit events: the rows Hearth writes for one batch of read
+-- AuditEvents (an audit_event row with a realistic 1.8 kB body, its audit_ref row per patient
+-- and entity, its chain queue row), written straight by pgbench. Run by hand against a
+-- database Hearth has migrated (see README, Benchmark):
+--
+--   pgbench -h 127.0.0.1 -U postgres -n -c 1 -T 20 -D n=50 -f examples/audit_floor.sql DB
+--
+-- latency / n is PostgreSQL's time per event (the uuid generation below is about 7 µs of it;
+-- `SELECT gen_random_uuid()...` alone measures that). Ids here are random, Hearth's are
+-- time-ordered, so the id and request-id indexes cost a little more here than in Hearth.
+WITH g AS (SELECT gen_random_uuid()::text AS id, gen_random_uuid()::text AS pid, gen_random_uuid()::text AS rid FROM generate_series(1, :n)),
+e AS (INSERT INTO audit_event (id, recorded, recorded_hi, last_updated, type_system, type_code, action, outcome, body, subtype_system, subtype_code, entity_id_system, entity_id_value)
+  SELECT id, 1764819849079000, 1764819849080000, 1764819849087604, 'http://terminology.hl7.org/CodeSystem/audit-event-type', 'rest', 'R', '0', replace(replace(replace('{"resourceType":"AuditEvent","id":"ID","meta":{"versionId":"1","lastUpdated":"2026-12-04T03:44:09.087604Z"},"type":{"system":"http://terminology.hl7.org/CodeSystem/audit-event-type","code":"rest","display":"Restful Operation"},"subtype":[{"system":"http://hl7.org/fhir/restful-interaction","code":"read","display":"read"}],"action":"R","recorded":"2026-12-04T03:44:09.079Z","outcome":"0","agent":[{"type":{"coding":[{"system":"http://dicom.nema.org/resources/ontology/DCM","code":"110153","display":"Source Role ID"}]},"requestor":true,"network":{"address":"127.0.0.1","type":"2"}},{"type":{"coding":[{"system":"http://dicom.nema.org/resources/ontology/DCM","code":"110152","display":"Destination Role ID"}]},"who":{"display":"Hearth"},"requestor":false,"network":{"address":"http://127.0.0.1:18093/fhir","type":"5"}}],"source":{"site":"http://127.0.0.1:18093/fhir","observer":{"display":"Hearth"},"type":[{"system":"http://terminology.hl7.org/CodeSystem/security-source-type","code":"4","display":"Application Server"}]},"entity":[{"what":{"reference":"Patient/PID"},"type":{"system":"http://terminology.hl7.org/CodeSystem/audit-entity-type","code":"1","display":"Person"},"role":{"system":"http://terminology.hl7.org/CodeSystem/object-role","code":"1","display":"Patient"}},{"what":{"reference":"Patient/PID/_history/1"},"type":{"system":"http://terminology.hl7.org/CodeSystem/audit-entity-type","code":"2","display":"System Object"},"role":{"system":"http://terminology.hl7.org/CodeSystem/object-role","code":"4","display":"Domain Resource"}},{"what":{"identifier":{"value":"RID"}},"type":{"system":"https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType","code":"XrequestId","display":"X-Request-Id"}}]}', 'RID', rid), 'PID', pid), '"ID"', '"' || id || '"'), 'http://hl7.org/fhir/restful-interaction', 'read', NULL, rid FROM g RETURNING key, id, recorded, body),
+r AS (INSERT INTO audit_ref (key, param, system, value) SELECT key, p, 'Patient', substr(body, 900, 36) FROM e, unnest(ARRAY['patient','entity']) p),
+c AS (INSERT INTO audit_queue (key, recorded) SELECT key, recorded / 1000 FROM e)
+SELECT count(*) FROM e;
