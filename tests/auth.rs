@@ -609,6 +609,38 @@ async fn practitioner_login_totp_lockout_and_ehr_launch(s: &Server) {
     // `hearth user enable` unlocks.
     assert!(s.auth.set_user_disabled("drwho", false).await.unwrap());
     assert_eq!(login(PASSWORD, fresh_again).await.status(), 200);
+
+    // Every attempt was audited (DICOM User Authentication / Login), the refused ones too:
+    // two sign-ins, six refusals, each naming the user and the app.
+    let mut outcomes = Vec::new();
+    for _ in 0..100 {
+        let found: Value = get(
+            s,
+            &admin,
+            "AuditEvent?type=http://dicom.nema.org/resources/ontology/DCM%7C110114&_count=100",
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        let mine: Vec<&Value> = found["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| &e["resource"])
+            .filter(|r| r["agent"][0]["who"]["identifier"]["value"] == "drwho")
+            .collect();
+        outcomes = mine.iter().map(|r| r["outcome"].clone()).collect();
+        if outcomes.len() >= 8 {
+            assert!(mine.iter().all(|r| r["subtype"][0]["code"] == "110122"
+                && r["agent"][0]["who"]["reference"] == "Practitioner/d1"
+                && r["agent"][1]["who"]["identifier"]["value"] == "app"));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let refused = outcomes.iter().filter(|o| *o == "4").count();
+    assert_eq!((outcomes.len(), refused), (8, 6), "{outcomes:?}");
 }
 
 /// A backend service's key pair: the private key to sign with, the public JWK to register.

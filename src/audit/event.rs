@@ -1,6 +1,7 @@
-//! The AuditEvent of one RESTful interaction, shaped as the IHE Basic Audit Log Patterns
-//! implementation guide describes it on R4: `type` rest with the interaction as `subtype`,
-//! the user, the client application (with its network address) and this server as agents,
+//! The AuditEvent of one RESTful interaction (or of a sign-in, see [`Kind`]), shaped as the IHE
+//! Basic Audit Log Patterns implementation guide describes it on R4: `type` rest with the
+//! interaction as `subtype`, the user, the client application (with its network address) and
+//! this server as agents,
 //! this server as `source`, and as entities the resources touched, the query of a search and
 //! every patient whose data was disclosed or changed.
 //! <https://hl7.org/fhir/R4/auditevent.html>,
@@ -58,9 +59,21 @@ pub struct Agent {
     pub address: Option<String>,
 }
 
+/// What an event records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A RESTful interaction: `type` rest, the interaction as `subtype` (BALP).
+    Rest,
+    /// A user signing in at the authorization server: `type` DICOM 110114 User
+    /// Authentication, `subtype` 110122 Login, as IHE ATNA records it.
+    /// <https://profiles.ihe.net/ITI/TF/Volume2/ITI-20.html>
+    Login,
+}
+
 /// One interaction to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
+    pub kind: Kind,
     /// The `restful-interaction` code: `read`, `search-type`, `create`, `transaction`...
     pub interaction: String,
     pub action: Action,
@@ -83,6 +96,7 @@ pub struct Event {
 impl Event {
     pub fn new(interaction: &str, status: u16, agent: Agent) -> Event {
         Event {
+            kind: Kind::Rest,
             interaction: interaction.to_string(),
             action: Action::of(interaction),
             status,
@@ -92,6 +106,29 @@ impl Event {
             patients: Vec::new(),
             request_id: None,
             description: None,
+        }
+    }
+
+    /// A sign-in at the login page: `status` 200 when it succeeded, 401 when it was refused.
+    pub fn login(status: u16, agent: Agent) -> Event {
+        Event {
+            kind: Kind::Login,
+            action: Action::Execute,
+            ..Event::new("login", status, agent)
+        }
+    }
+
+    /// `AuditEvent.type` and `subtype`.
+    fn codings(&self) -> (json::Coding<'_>, json::Coding<'_>) {
+        match self.kind {
+            Kind::Rest => (
+                json::Coding::new(EVENT_TYPE, "rest", "Restful Operation"),
+                json::Coding::new(INTERACTION, &self.interaction, &self.interaction),
+            ),
+            Kind::Login => (
+                json::Coding::new(DCM, "110114", "User Authentication"),
+                json::Coding::new(DCM, "110122", "Login"),
+            ),
         }
     }
 
@@ -219,6 +256,9 @@ impl Event {
             None => None,
         };
         let last_updated_text = crate::fhir::datetime::format_instant(last_updated);
+        let (type_coding, subtype_coding) = self.codings();
+        let (type_system, type_code) = (type_coding.system, type_coding.code);
+        let (subtype_system, subtype_code) = (subtype_coding.system, subtype_coding.code);
         let event = json::AuditEvent {
             resource_type: "AuditEvent",
             id: &id,
@@ -226,12 +266,8 @@ impl Event {
                 version_id: "1",
                 last_updated: &last_updated_text,
             },
-            kind: json::Coding::new(EVENT_TYPE, "rest", "Restful Operation"),
-            subtype: [json::Coding::new(
-                INTERACTION,
-                &self.interaction,
-                &self.interaction,
-            )],
+            kind: type_coding,
+            subtype: [subtype_coding],
             action: self.action.code(),
             recorded: &recorded_text,
             outcome: self.outcome(),
@@ -288,15 +324,15 @@ impl Event {
         if let Some(id) = &self.request_id {
             refs.push(token("entity:identifier", None, id));
         }
-        refs.push(token("subtype", Some(INTERACTION), &self.interaction));
+        refs.push(token("subtype", Some(subtype_system), subtype_code));
         let refs = normalise(refs);
         let lo = recorded.timestamp_millis() * 1000;
         AuditRecord {
             id,
             recorded: (lo, lo + 1000),
             last_updated,
-            type_system: Some(EVENT_TYPE.to_string()),
-            type_code: Some("rest".to_string()),
+            type_system: Some(type_system.to_string()),
+            type_code: Some(type_code.to_string()),
             action: Some(self.action.code().to_string()),
             outcome: Some(self.outcome().to_string()),
             body,
@@ -443,17 +479,18 @@ mod tests {
     use crate::store::Indexer;
     use serde_json::Value;
 
+    /// A practitioner signed in to an app.
+    fn drjones() -> Agent {
+        Agent {
+            fhir_user: Some("Practitioner/7".into()),
+            subject: Some("drjones".into()),
+            client_id: Some("app".into()),
+            address: Some("10.0.0.5".into()),
+        }
+    }
+
     fn search_event() -> Event {
-        let mut e = Event::new(
-            "search-type",
-            200,
-            Agent {
-                fhir_user: Some("Practitioner/7".into()),
-                subject: Some("drjones".into()),
-                client_id: Some("app".into()),
-                address: Some("10.0.0.5".into()),
-            },
-        );
+        let mut e = Event::new("search-type", 200, drjones());
         e.query = Some("Observation?code=1234-5".into());
         e.patients = vec!["p1".into(), "p2".into()];
         e.entities = vec!["Observation/o1/_history/3".into()];
@@ -507,6 +544,7 @@ mod tests {
             search_event(),
             patient_reads,
             Event::new("read", 401, Agent::default()),
+            sign_in(),
         ] {
             let direct = e.record("http://h/fhir", Utc::now());
             let body: Value = serde_json::from_str(&direct.body).unwrap();
@@ -524,6 +562,26 @@ mod tests {
         assert_eq!(v["agent"][0]["requestor"], true);
         assert!(v.get("entity").is_none());
         assert_eq!(Event::new("x", 503, Agent::default()).outcome(), "8");
+    }
+
+    fn sign_in() -> Event {
+        let mut e = Event::login(401, drjones());
+        e.description = Some("the user name, password or code is wrong".into());
+        e
+    }
+
+    #[test]
+    fn a_sign_in_is_a_user_authentication_event() {
+        let v = resource(&sign_in());
+        assert_eq!(v["type"]["system"], DCM);
+        assert_eq!(v["type"]["code"], "110114");
+        assert_eq!(v["subtype"][0]["code"], "110122");
+        assert_eq!(v["action"], "E");
+        assert_eq!(v["outcome"], "4");
+        assert_eq!(v["outcomeDesc"], "the user name, password or code is wrong");
+        assert_eq!(v["agent"][0]["who"]["reference"], "Practitioner/7");
+        assert_eq!(v["agent"][1]["network"]["address"], "10.0.0.5");
+        assert!(v.get("entity").is_none());
     }
 
     #[test]

@@ -3,16 +3,18 @@
 //! pages, and writes OAuth2 JSON. <https://hl7.org/fhir/smart-app-launch/app-launch.html>
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Query, Request, State};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
+use axum::{Extension, Form};
 use serde_json::{json, Value};
 
 use super::AppState;
+use crate::audit::{Agent, Event};
 use crate::auth::login::{AuthorizeError, AuthorizeParams, ConsentView};
 use crate::auth::policy::Role;
 use crate::auth::token::{basic_credentials, OAuthError};
@@ -157,9 +159,11 @@ async fn authorize(state: &AppState, p: AuthorizeParams) -> Response {
     }
 }
 
-/// `POST /auth/login`: the login form. Success shows the consent page.
+/// `POST /auth/login`: the login form. Success shows the consent page. Every attempt on a
+/// live sign-in is audited, refused or not.
 pub async fn login(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
@@ -177,6 +181,8 @@ pub async fn login(
             )
         }
     };
+    let peer = peer.map(|Extension(ConnectInfo(a))| a);
+    audit_sign_in(&state, get("username"), &name.client_id, peer, &result).await;
     match result {
         Ok(Ok(())) => match state.auth.consent_view(&name).await {
             Ok(Some(view)) => page(StatusCode::OK, &consent_page(request, &view, None)),
@@ -188,6 +194,38 @@ pub async fn login(
         ),
         Err(e) => page(StatusCode::SERVICE_UNAVAILABLE, &error_page(e.message())),
     }
+}
+
+/// Records a sign-in attempt as an AuditEvent. The user is named only when the name is an
+/// account's: what was typed for an unknown one may be anything, a password included.
+async fn audit_sign_in(
+    state: &AppState,
+    username: &str,
+    client_id: &str,
+    peer: Option<SocketAddr>,
+    result: &crate::error::Result<std::result::Result<(), String>>,
+) {
+    if !state.audit.enabled() {
+        return;
+    }
+    let user = state.auth.user(username).await.ok().flatten();
+    let (status, description) = match (result, &user) {
+        (Ok(Ok(())), _) => (200, None),
+        (Ok(Err(_)), None) => (401, Some("no account has this user name".to_string())),
+        (Ok(Err(message)), Some(_)) => (401, Some(message.clone())),
+        (Err(_), _) => (503, None),
+    };
+    let mut event = Event::login(
+        status,
+        Agent {
+            fhir_user: user.as_ref().and_then(|u| u.fhir_user.clone()),
+            subject: user.map(|u| u.username),
+            client_id: Some(client_id.to_string()),
+            address: peer.map(|a| a.ip().to_string()),
+        },
+    );
+    event.description = description;
+    state.audit.record(event).await;
 }
 
 /// `POST /auth/consent`: allow or deny; back to the app either way.
