@@ -612,35 +612,60 @@ async fn practitioner_login_totp_lockout_and_ehr_launch(s: &Server) {
 
     // Every attempt was audited (DICOM User Authentication / Login), the refused ones too:
     // two sign-ins, six refusals, each naming the user and the app.
-    let mut outcomes = Vec::new();
+    let mine = audited(
+        s,
+        &admin,
+        "subtype=http://dicom.nema.org/resources/ontology/DCM%7C110122",
+        "drwho",
+        8,
+    )
+    .await;
+    assert!(mine
+        .iter()
+        .all(|r| r["agent"][0]["who"]["reference"] == "Practitioner/d1"
+            && r["agent"][1]["who"]["identifier"]["value"] == "app"));
+    let outcomes: Vec<&Value> = mine.iter().map(|r| &r["outcome"]).collect();
+    let refused = outcomes.iter().filter(|o| **o == "4").count();
+    assert_eq!((outcomes.len(), refused), (8, 6), "{outcomes:?}");
+    // The code exchange's token request names the user it was issued for and the app.
+    let tokens: Value = get(
+        s,
+        &admin,
+        "AuditEvent?subtype=urn:ihe:event-type-code%7CITI-71&agent=Practitioner/d1",
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let issued = &tokens["entry"][0]["resource"];
+    assert_eq!(issued["outcome"], "0", "{tokens}");
+    assert_eq!(issued["agent"][0]["who"]["identifier"]["value"], "drwho");
+    assert_eq!(issued["agent"][1]["who"]["identifier"]["value"], "app");
+}
+
+/// The AuditEvents matching `query` whose first agent is `who` (by identifier), once there
+/// are at least `n` of them (they are stored a moment after the request), or after 5 s.
+async fn audited(s: &Server, token: &str, query: &str, who: &str, n: usize) -> Vec<Value> {
+    let mut mine = Vec::new();
     for _ in 0..100 {
-        let found: Value = get(
-            s,
-            &admin,
-            "AuditEvent?type=http://dicom.nema.org/resources/ontology/DCM%7C110114&_count=100",
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-        let mine: Vec<&Value> = found["entry"]
+        let found: Value = get(s, token, &format!("AuditEvent?{query}&_count=200"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        mine = found["entry"]
             .as_array()
             .into_iter()
             .flatten()
-            .map(|e| &e["resource"])
-            .filter(|r| r["agent"][0]["who"]["identifier"]["value"] == "drwho")
+            .map(|e| e["resource"].clone())
+            .filter(|r| r["agent"][0]["who"]["identifier"]["value"] == who)
             .collect();
-        outcomes = mine.iter().map(|r| r["outcome"].clone()).collect();
-        if outcomes.len() >= 8 {
-            assert!(mine.iter().all(|r| r["subtype"][0]["code"] == "110122"
-                && r["agent"][0]["who"]["reference"] == "Practitioner/d1"
-                && r["agent"][1]["who"]["identifier"]["value"] == "app"));
+        if mine.len() >= n {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let refused = outcomes.iter().filter(|o| *o == "4").count();
-    assert_eq!((outcomes.len(), refused), (8, 6), "{outcomes:?}");
+    mine
 }
 
 /// A backend service's key pair: the private key to sign with, the public JWK to register.
@@ -783,6 +808,26 @@ async fn backend_services(s: &Server) {
     );
     let (_, body) = token_form(s, form(&[("grant_type", "password"), ("client_id", "app")])).await;
     assert_eq!(body["error"], "unsupported_grant_type");
+
+    // Every token request was audited (BALP IHE.IUA.71), naming the client its assertion
+    // claimed: two tokens issued to the engine, five refusals (two replays, the wrong
+    // audience, the unknown key, the unregistered scope).
+    let admin = s.system_token().await;
+    let engine = audited(
+        s,
+        &admin,
+        "subtype=urn:ihe:event-type-code%7CITI-71",
+        "engine",
+        7,
+    )
+    .await;
+    let outcome = |o: &str| engine.iter().filter(|r| r["outcome"] == o).count();
+    assert_eq!((engine.len(), outcome("0"), outcome("4")), (7, 2, 5));
+    assert!(engine.iter().any(|r| r["outcomeDesc"] == "invalid_client"));
+    assert!(engine
+        .iter()
+        .all(|r| r["agent"].as_array().unwrap().len() == 2
+            && r["agent"][0]["type"]["coding"][0]["code"] == "110150"));
 }
 
 /// Each role and scope form against each interaction on the seven core types.

@@ -68,6 +68,10 @@ pub enum Kind {
     /// Authentication, `subtype` 110122 Login, as IHE ATNA records it.
     /// <https://profiles.ihe.net/ITI/TF/Volume2/ITI-20.html>
     Login,
+    /// A token request at the token endpoint, as BALP's IHE.IUA.71 profile (Get Access Token)
+    /// shapes it: the client as an Application agent, the request's URL as a Security
+    /// Resource entity. <https://profiles.ihe.net/ITI/BALP/StructureDefinition-IHE.IUA.71.html>
+    Token,
 }
 
 /// One interaction to record.
@@ -118,6 +122,17 @@ impl Event {
         }
     }
 
+    /// A request at the token endpoint `url`: 200 when a token was issued, else the OAuth
+    /// error's status.
+    pub fn token(status: u16, agent: Agent, url: &str) -> Event {
+        Event {
+            kind: Kind::Token,
+            action: Action::Execute,
+            query: Some(url.to_string()),
+            ..Event::new("token", status, agent)
+        }
+    }
+
     /// `AuditEvent.type` and `subtype`.
     fn codings(&self) -> (json::Coding<'_>, json::Coding<'_>) {
         match self.kind {
@@ -128,6 +143,10 @@ impl Event {
             Kind::Login => (
                 json::Coding::new(DCM, "110114", "User Authentication"),
                 json::Coding::new(DCM, "110122", "Login"),
+            ),
+            Kind::Token => (
+                json::Coding::new(DCM, "110114", "User Authentication"),
+                json::Coding::new("urn:ihe:event-type-code", "ITI-71", "Get Access Token"),
             ),
         }
     }
@@ -172,7 +191,10 @@ impl Event {
             });
         }
         agent.push(json::Agent {
-            kind: json::Codeable::of(DCM, "110153", "Source Role ID"),
+            kind: match self.kind {
+                Kind::Token => json::Codeable::of(DCM, "110150", "Application"),
+                _ => json::Codeable::of(DCM, "110153", "Source Role ID"),
+            },
             who: self.agent.client_id.as_deref().map(|value| json::Who {
                 reference: None,
                 identifier: Some(json::Identifier {
@@ -246,7 +268,11 @@ impl Event {
             entity.push(json::Entity {
                 what: None,
                 kind: json::Coding::new(ENTITY_TYPE, "2", "System Object"),
-                role: Some(json::Coding::new(ROLE, "24", "Query")),
+                role: Some(match self.kind {
+                    // IHE.IUA.71's token-request: the URL requested.
+                    Kind::Token => json::Coding::new(ROLE, "13", "Security Resource"),
+                    _ => json::Coding::new(ROLE, "24", "Query"),
+                }),
                 query: Some(STANDARD.encode(q.as_bytes())),
             });
         }
@@ -545,6 +571,7 @@ mod tests {
             patient_reads,
             Event::new("read", 401, Agent::default()),
             sign_in(),
+            token_request(),
         ] {
             let direct = e.record("http://h/fhir", Utc::now());
             let body: Value = serde_json::from_str(&direct.body).unwrap();
@@ -582,6 +609,37 @@ mod tests {
         assert_eq!(v["agent"][0]["who"]["reference"], "Practitioner/7");
         assert_eq!(v["agent"][1]["network"]["address"], "10.0.0.5");
         assert!(v.get("entity").is_none());
+    }
+
+    fn token_request() -> Event {
+        let service = Agent {
+            client_id: Some("engine".into()),
+            address: Some("10.0.0.9".into()),
+            ..Agent::default()
+        };
+        Event::token(200, service, "http://h/auth/token")
+    }
+
+    #[test]
+    fn a_token_request_follows_balp_iua_71() {
+        let v = resource(&token_request());
+        assert_eq!(v["type"]["code"], "110114");
+        assert_eq!(v["subtype"][0]["system"], "urn:ihe:event-type-code");
+        assert_eq!(v["subtype"][0]["code"], "ITI-71");
+        assert_eq!(v["outcome"], "0");
+        let client = &v["agent"][0];
+        assert_eq!(client["type"]["coding"][0]["code"], "110150");
+        assert_eq!(client["who"]["identifier"]["value"], "engine");
+        assert_eq!(client["requestor"], true);
+        assert_eq!(client["network"]["address"], "10.0.0.9");
+        assert_eq!(v["agent"][1]["type"]["coding"][0]["code"], "110152");
+        let entity = v["entity"].as_array().unwrap();
+        assert_eq!(entity.len(), 1);
+        assert_eq!(entity[0]["role"]["code"], "13");
+        let url = STANDARD
+            .decode(entity[0]["query"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(url, b"http://h/auth/token");
     }
 
     #[test]

@@ -281,13 +281,93 @@ fn oauth_json(result: Result<Value, OAuthError>) -> Response {
         .into_response()
 }
 
-/// `POST /auth/token`.
+/// `POST /auth/token`. Every request is audited, refused or not.
 pub async fn token(
     State(state): State<AppState>,
     headers: HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    oauth_json(state.auth.token(&form, basic(&headers)).await)
+    let basic = basic(&headers);
+    let claimed = basic.as_ref().map(|(id, _)| id.clone());
+    let result = state.auth.token(&form, basic).await;
+    let peer = peer.map(|Extension(ConnectInfo(a))| a);
+    audit_token(&state, &form, claimed, peer, &result).await;
+    oauth_json(result)
+}
+
+/// Records a token request (BALP IHE.IUA.71). The issued token says who got it; a refused
+/// request names the client only if the id it claims (form, Basic credentials or the
+/// subject of its assertion) is a registered client. No secret, code or token is recorded.
+async fn audit_token(
+    state: &AppState,
+    form: &HashMap<String, String>,
+    basic_id: Option<String>,
+    peer: Option<SocketAddr>,
+    result: &Result<Value, OAuthError>,
+) {
+    if !state.audit.enabled() {
+        return;
+    }
+    let address = peer.map(|a| a.ip().to_string());
+    let issued = match result {
+        Ok(body) => match body["access_token"].as_str() {
+            Some(token) => state.auth.authenticate(token).await.ok(),
+            None => None,
+        },
+        Err(_) => None,
+    };
+    let (status, agent, description) = match (result, issued) {
+        (Ok(_), Some(p)) => {
+            let user = p.role != Role::System;
+            let agent = Agent {
+                fhir_user: p.fhir_user.filter(|_| user),
+                subject: user.then_some(p.subject),
+                client_id: Some(p.client_id),
+                address,
+            };
+            (200, agent, None)
+        }
+        (Ok(_), None) => (
+            200,
+            Agent {
+                address,
+                ..Agent::default()
+            },
+            None,
+        ),
+        (Err(e), _) => {
+            let claimed = form.get("client_id").cloned().or(basic_id).or_else(|| {
+                form.get("client_assertion")
+                    .and_then(|a| assertion_subject(a))
+            });
+            let client_id = match claimed {
+                Some(id) if matches!(state.auth.client(&id).await, Ok(Some(_))) => Some(id),
+                _ => None,
+            };
+            let agent = Agent {
+                client_id,
+                address,
+                ..Agent::default()
+            };
+            (e.status, agent, Some(e.error.to_string()))
+        }
+    };
+    let mut event = Event::token(status, agent, &state.auth.settings.token_url());
+    event.description = description;
+    state.audit.record(event).await;
+}
+
+/// The `sub` a client assertion (a JWT) claims, unverified: only to name the client in the
+/// audit trail when it is a registered one.
+fn assertion_subject(jwt: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    claims["sub"].as_str().map(str::to_string)
 }
 
 /// `POST /auth/introspect` (RFC 7662).
