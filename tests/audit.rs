@@ -150,6 +150,14 @@ async fn every_interaction_is_audited(s: &Server) {
         .nth(1)
         .unwrap()
         .to_string();
+    // Deleting the patient's Observation changes that patient's data too.
+    let removed = s
+        .client
+        .delete(s.url(&format!("Observation/{observation}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 204);
     let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
         {"request": {"method": "GET", "url": format!("Patient/{p2}")}},
         {"request": {"method": "GET", "url": "Patient/no-such-patient"}}]});
@@ -218,6 +226,10 @@ async fn every_interaction_is_audited(s: &Server) {
     assert!(tx_entry
         .iter()
         .any(|e| entity_refs(e).contains(&format!("Observation/{observation}/_history/1"))));
+    let observation_deleted = events(s, None, &format!("subtype=delete&patient={p2}"), 1).await;
+    assert!(observation_deleted
+        .iter()
+        .any(|e| entity_refs(e).contains(&format!("Observation/{observation}/_history/2"))));
     let whole = events(s, None, "subtype=transaction", 2).await;
     assert!(whole.iter().all(|e| e["action"] == "E"));
     // Every event names this server as its source.

@@ -216,8 +216,8 @@ pub fn trail<'a>(
         let indexer = state.store.indexer();
         let registry = indexer.registry();
         done.iter()
-            .filter_map(|w| Some((w.version.as_ref()?, w.created)))
-            .map(|(v, created)| {
+            .filter_map(|w| Some((w.version.as_ref()?, w.created, w.before.as_ref())))
+            .map(|(v, created, before)| {
                 let status = if created { 201 } else { 200 };
                 let code = match code {
                     "" if created => "create",
@@ -231,7 +231,8 @@ pub fn trail<'a>(
                     "{}/{}/_history/{}",
                     v.resource_type, v.id, v.version
                 )];
-                event.patients = match &v.body {
+                // A delete's patients are those of the body it removed.
+                event.patients = match v.body.as_ref().or(before) {
                     Some(body) => patients_of(&registry, body, &indexer.base_url),
                     None if v.resource_type == "Patient" => vec![v.id.clone()],
                     None => Vec::new(),

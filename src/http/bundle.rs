@@ -722,6 +722,7 @@ fn written_result(state: &AppState, done: &[Written]) -> Value {
         [Written {
             version: Some(v),
             created,
+            ..
         }] if !v.is_deleted() => written_entry(
             state,
             v,

@@ -242,6 +242,7 @@ pub(super) fn written(keys: Vec<Option<i64>>, version: Version, put: bool) -> Re
         (true, _) => Ok(Written {
             version: Some(version),
             created: true,
+            before: None,
         }),
         (false, true) => Err(super::append_only()),
         (false, false) => Err(Error::conflict(format!(

@@ -217,6 +217,9 @@ impl Write {
 pub struct Written {
     pub version: Option<Version>,
     pub created: bool,
+    /// For a delete, the body it removed (the tombstone has none): the audit trail names
+    /// the patients whose data it was.
+    pub before: Option<serde_json::Value>,
 }
 
 impl Written {
@@ -224,6 +227,7 @@ impl Written {
         Written {
             version: Some(version),
             created: true,
+            before: None,
         }
     }
 

@@ -200,6 +200,17 @@ async fn lock_current(
     .map_err(db_error)
 }
 
+/// The current body of resource `key`, which a delete is about to remove.
+async fn removed_body(tx: &mut sqlx::PgConnection, key: i64) -> Result<Option<Value>> {
+    let body: Option<Option<Json<Value>>> =
+        sqlx::query_scalar("SELECT body FROM resource WHERE key = $1")
+            .bind(key)
+            .fetch_optional(tx)
+            .await
+            .map_err(db_error)?;
+    Ok(body.flatten().map(|b| b.0))
+}
+
 /// Writes a new version of an existing resource row, and its version row.
 async fn write_version(
     tx: &mut sqlx::PgConnection,
@@ -336,6 +347,7 @@ impl PgStore {
                         body: Some(body),
                     }),
                     created: true,
+                    before: None,
                 })
             }
             Write::Update {
@@ -406,6 +418,7 @@ impl PgStore {
                         body: Some(body),
                     }),
                     created,
+                    before: None,
                 })
             }
             Write::Delete {
@@ -423,8 +436,10 @@ impl PgStore {
                     return Ok(Written {
                         version: None,
                         created: false,
+                        before: None,
                     });
                 };
+                let before = removed_body(tx, key).await?;
                 write_version(tx, key, v + 1, last_updated, Method::Delete, None).await?;
                 index_later(tx, &self.indexer, pending, key, &resource_type, None, false).await?;
                 Ok(Written {
@@ -437,6 +452,7 @@ impl PgStore {
                         body: None,
                     }),
                     created: false,
+                    before,
                 })
             }
         }
@@ -570,6 +586,7 @@ impl ResourceStore for PgStore {
                     body: Some(body),
                 }),
                 created,
+                before: None,
             }];
             self.append_trail(&mut tx, trail, &done).await?;
             tx.commit().await.map_err(db_error)?;
@@ -595,6 +612,7 @@ impl ResourceStore for PgStore {
             return Ok(None);
         };
         let last_updated = now();
+        let before = removed_body(&mut tx, key).await?;
         write_version(&mut tx, key, v + 1, last_updated, Method::Delete, None).await?;
         write_index(&mut tx, &self.indexer, key, resource_type, None, false).await?;
         let done = [Written {
@@ -607,6 +625,7 @@ impl ResourceStore for PgStore {
                 body: None,
             }),
             created: false,
+            before,
         }];
         self.append_trail(&mut tx, trail, &done).await?;
         tx.commit().await.map_err(db_error)?;

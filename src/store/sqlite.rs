@@ -159,6 +159,20 @@ fn version_from_row(row: &SqliteRow) -> Result<Version> {
     })
 }
 
+/// The current body of resource `key`, which a delete is about to remove.
+async fn removed_body(conn: &mut SqliteConnection, key: i64) -> Result<Option<Value>> {
+    let body: Option<Option<String>> =
+        sqlx::query_scalar("SELECT body FROM resource WHERE key = ?1")
+            .bind(key)
+            .fetch_optional(conn)
+            .await
+            .map_err(db_error)?;
+    body.flatten()
+        .map(|b| serde_json::from_str(&b))
+        .transpose()
+        .map_err(|e| Error::internal(format!("unreadable body in the store: {e}")))
+}
+
 async fn current(
     conn: &mut SqliteConnection,
     resource_type: &str,
@@ -319,6 +333,7 @@ impl SqliteStore {
                 Ok(Written {
                     version: Some(v),
                     created: true,
+                    before: None,
                 })
             }
             Write::Update {
@@ -347,6 +362,7 @@ impl SqliteStore {
                 Ok(Written {
                     version: Some(v),
                     created: found.is_none_or(|(_, _, deleted)| deleted),
+                    before: None,
                 })
             }
             Write::Delete {
@@ -364,6 +380,7 @@ impl SqliteStore {
                     return Ok(Written {
                         version: None,
                         created: false,
+                        before: None,
                     });
                 };
                 let v = Version {
@@ -374,10 +391,12 @@ impl SqliteStore {
                     method: Method::Delete,
                     body: None,
                 };
+                let before = removed_body(conn, key).await?;
                 self.write(conn, Some(key), &v).await?;
                 Ok(Written {
                     version: Some(v),
                     created: false,
+                    before,
                 })
             }
         }
@@ -451,6 +470,7 @@ impl ResourceStore for SqliteStore {
         let done = [Written {
             version: Some(v),
             created: found.is_none_or(|(_, _, deleted)| deleted),
+            before: None,
         }];
         self.append_trail(&mut tx, trail, &done).await?;
         tx.commit().await.map_err(db_error)?;
@@ -487,10 +507,12 @@ impl ResourceStore for SqliteStore {
             method: Method::Delete,
             body: None,
         };
+        let before = removed_body(&mut tx, key).await?;
         self.write(&mut tx, Some(key), &v).await?;
         let done = [Written {
             version: Some(v),
             created: false,
+            before,
         }];
         self.append_trail(&mut tx, trail, &done).await?;
         tx.commit().await.map_err(db_error)?;
