@@ -129,15 +129,7 @@ async fn every_interaction_is_audited(s: &Server) {
         .unwrap();
     assert_eq!(posted.status(), 200);
     assert_eq!(s.get(&format!("Patient/{p1}/_history")).await.status(), 200);
-    assert_eq!(
-        s.client
-            .delete(s.url(&format!("Patient/{p3}")))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        204
-    );
+    assert_eq!(s.delete(&format!("Patient/{p3}")).await.status(), 204);
     let transaction = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
         {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "pulse"},
             "subject": {"reference": format!("Patient/{p2}")}},
@@ -151,12 +143,7 @@ async fn every_interaction_is_audited(s: &Server) {
         .unwrap()
         .to_string();
     // Deleting the patient's Observation changes that patient's data too.
-    let removed = s
-        .client
-        .delete(s.url(&format!("Observation/{observation}")))
-        .send()
-        .await
-        .unwrap();
+    let removed = s.delete(&format!("Observation/{observation}")).await;
     assert_eq!(removed.status(), 204);
     let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
         {"request": {"method": "GET", "url": format!("Patient/{p2}")}},
@@ -386,12 +373,7 @@ async fn the_trail_is_append_only_and_tamper_evident(s: &Server) {
         .await
         .unwrap();
     expect_outcome(patch, 405).await;
-    let delete = s
-        .client
-        .delete(s.url(&format!("AuditEvent/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let delete = s.delete(&format!("AuditEvent/{id}")).await;
     expect_outcome(delete, 405).await;
     let batch: Value = s
         .post_json(

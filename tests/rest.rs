@@ -111,12 +111,7 @@ async fn update_creates_at_client_id(s: &Server) {
 async fn delete_then_gone_with_history_kept(s: &Server) {
     let created = s.create(&patient()).await;
     let id = created["id"].as_str().unwrap().to_string();
-    let r = s
-        .client
-        .delete(s.url(&format!("Patient/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete(&format!("Patient/{id}")).await;
     assert_eq!(r.status(), 204);
     assert_eq!(header(&r, "etag"), "W/\"2\"");
     expect_outcome(s.get(&format!("Patient/{id}")).await, 410).await;
@@ -126,19 +121,9 @@ async fn delete_then_gone_with_history_kept(s: &Server) {
     );
     expect_outcome(s.get(&format!("Patient/{id}/_history/2")).await, 410).await;
     // Deleting again, or deleting what never existed: still 204, no new version.
-    let r = s
-        .client
-        .delete(s.url(&format!("Patient/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete(&format!("Patient/{id}")).await;
     assert_eq!(r.status(), 204);
-    let r = s
-        .client
-        .delete(s.url("Patient/never-was"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete("Patient/never-was").await;
     assert_eq!(r.status(), 204);
     let h: Value = s
         .get(&format!("Patient/{id}/_history"))

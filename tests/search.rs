@@ -651,12 +651,7 @@ async fn writes_keep_the_index_current(s: &Server) {
         set(&[]),
         "old values are gone"
     );
-    let r = s
-        .client
-        .delete(s.url("Patient/chloe"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete("Patient/chloe").await;
     assert_eq!(r.status(), 204);
     assert_eq!(ids(s, "Patient?family=jones").await, set(&[]));
     assert_eq!(ids(s, "Patient?gender=female").await, set(&["anna"]));
@@ -887,12 +882,7 @@ async fn conditional_interactions(s: &Server) {
     // Conditional delete removes every match.
     let before = ids(s, "Patient?gender=other").await;
     assert!(before.len() >= 2);
-    let r = s
-        .client
-        .delete(s.url("Patient?gender=other"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete("Patient?gender=other").await;
     assert_eq!(r.status(), 204);
     assert_eq!(ids(s, "Patient?gender=other").await, set(&[]));
     assert_eq!(
@@ -900,19 +890,9 @@ async fn conditional_interactions(s: &Server) {
         set(&[id]),
         "others untouched"
     );
-    let r = s
-        .client
-        .delete(s.url("Patient?identifier=urn:mrn|nobody"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete("Patient?identifier=urn:mrn|nobody").await;
     assert_eq!(r.status(), 204);
-    let r = s
-        .client
-        .delete(s.url("Patient?nonsense=1"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete("Patient?nonsense=1").await;
     expect_outcome(r, 400).await;
 }
 
@@ -1047,12 +1027,7 @@ async fn custom_search_parameters(s: &Server) {
     assert_eq!(ids(s, "Patient?name=gender").await, set(&["named"]));
     assert_eq!(ids(s, "Patient?name=male").await, set(&[]));
     // Deleting the parameter removes it.
-    let r = s
-        .client
-        .delete(s.url("SearchParameter/patient-marital-status"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete("SearchParameter/patient-marital-status").await;
     assert_eq!(r.status(), 204);
     expect_outcome(s.get("Patient?marital-status=M").await, 400).await;
 }
