@@ -501,7 +501,90 @@ async fn standalone_patient_launch(s: &Server) {
     assert_eq!(r.status(), 401);
     let intro = introspect(s, refreshed.access_token().secret(), &access).await;
     assert_eq!(intro, json!({"active": false}));
+
+    // A revocation by a client that is not registered is refused, and audited too.
+    let ghost = post_form(
+        &browser(),
+        &format!("{}/auth/revoke", s.root),
+        form(&[("token", &access), ("client_id", "ghost")]),
+    )
+    .await;
+    assert_eq!(ghost.status(), 401);
+    let live_refresh = refreshed.refresh_token().unwrap().secret();
+    let revoked = post_form(
+        &browser(),
+        &format!("{}/auth/revoke", s.root),
+        form(&[("token", live_refresh), ("client_id", "app")]),
+    )
+    .await;
+    assert_eq!(revoked.status(), 200);
+
+    // The trail. Both consents (BALP AuthZconsent) are in the patient's trail, with what
+    // was allowed.
+    let consents = audited(
+        s,
+        &admin,
+        &format!("subtype={AUTHZ}%7CAuthZ-Consent&patient={me}"),
+        "pat",
+        2,
+    )
+    .await;
+    assert_eq!(consents.len(), 2);
+    for c in &consents {
+        assert_eq!(c["type"]["code"], "110113", "{c}");
+        assert_eq!(c["outcome"], "0");
+        assert_eq!(c["agent"][1]["who"]["identifier"]["value"], "app");
+        assert_eq!(c["entity"][0]["what"]["reference"], format!("Patient/{me}"));
+        let desc = c["outcomeDesc"].as_str().unwrap();
+        assert!(desc.contains("patient/Appointment.cruds"), "{desc}");
+    }
+    // The revocations (DICOM Logout) name the app that revoked; the refused one names no
+    // client (an unknown id may be anything). Stored in order: once the second is found,
+    // the first is there.
+    let logouts = audited(s, &admin, &format!("subtype={DCM}%7C110123"), "app", 2).await;
+    assert_eq!(logouts.len(), 2, "{logouts:?}");
+    assert!(logouts.iter().all(|e| e["outcome"] == "0"));
+    let refused: Value = get(
+        s,
+        &admin,
+        &format!("AuditEvent?subtype={DCM}%7C110123&outcome=4"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let refused = &refused["entry"][0]["resource"];
+    assert_eq!(refused["outcomeDesc"], "invalid_client", "{refused}");
+    assert!(refused["agent"][0]["who"].is_null(), "{refused}");
+    // Both introspections (IHE IUA ITI-102) name the user and app whose token asked, and
+    // what was answered; never the token asked about.
+    let asked = audited(
+        s,
+        &admin,
+        "subtype=urn:ihe:event-type-code%7CITI-102",
+        "pat",
+        2,
+    )
+    .await;
+    let answers: Vec<&Value> = asked.iter().map(|e| &e["outcomeDesc"]).collect();
+    assert_eq!(answers.len(), 2, "{asked:?}");
+    assert!(
+        answers.contains(&&json!("the token is active")),
+        "{answers:?}"
+    );
+    assert!(
+        answers.contains(&&json!("the token is not active")),
+        "{answers:?}"
+    );
+    for e in logouts.iter().chain(&asked) {
+        let text = e.to_string();
+        assert!(!text.contains(&access) && !text.contains(live_refresh));
+        assert_eq!(e["entity"][0]["role"]["code"], "13");
+    }
 }
+
+const AUTHZ: &str = "https://profiles.ihe.net/ITI/BALP/CodeSystem/AuthZsubType";
+const DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";
 
 async fn practitioner_login_totp_lockout_and_ehr_launch(s: &Server) {
     register_app(s).await;
@@ -1217,6 +1300,18 @@ async fn bad_authorize_requests(s: &Server) {
     .await;
     let params = callback(r.headers()["location"].to_str().unwrap());
     assert_eq!(params["error"], "access_denied");
+    // The refusal is in the patient's trail.
+    let admin = s.system_token().await;
+    let declined = audited(
+        s,
+        &admin,
+        &format!("subtype={AUTHZ}%7CAuthZ-Consent&patient=x&outcome=4"),
+        "pat",
+        1,
+    )
+    .await;
+    assert_eq!(declined.len(), 1);
+    assert_eq!(declined[0]["outcomeDesc"], "the user declined the app");
 }
 
 async fn key_rotation_keeps_tokens_valid(s: &Server) {

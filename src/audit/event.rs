@@ -72,6 +72,27 @@ pub enum Kind {
     /// shapes it: the client as an Application agent, the request's URL as a Security
     /// Resource entity. <https://profiles.ihe.net/ITI/BALP/StructureDefinition-IHE.IUA.71.html>
     Token,
+    /// A token introspection (RFC 7662), as IHE IUA's ITI-102 (Introspect Token) names it,
+    /// shaped like [`Kind::Token`]: the resource server that asked is the Application agent.
+    /// <https://profiles.ihe.net/ITI/IUA/index.html>
+    Introspect,
+    /// A token revocation (RFC 7009): the client ends its access, so DICOM 110114 User
+    /// Authentication with `subtype` 110123 Logout, shaped like [`Kind::Token`].
+    Revoke,
+    /// The user's answer on the consent page, allow or deny: an authorization decision as
+    /// BALP's IHE.BasicAudit.AuthZconsent profile records it (`type` DICOM 110113 Security
+    /// Alert, `subtype` AuthZ-Consent), with the patient in context as an entity so that it
+    /// shows in that patient's trail.
+    /// <https://profiles.ihe.net/ITI/BALP/StructureDefinition-IHE.BasicAudit.AuthZconsent.html>
+    Consent,
+}
+
+impl Kind {
+    /// The kinds recorded at the authorization server's OAuth endpoints: the client is an
+    /// Application agent and the endpoint's URL a Security Resource entity.
+    fn at_oauth_endpoint(self) -> bool {
+        matches!(self, Kind::Token | Kind::Introspect | Kind::Revoke)
+    }
 }
 
 /// One interaction to record.
@@ -125,11 +146,33 @@ impl Event {
     /// A request at the token endpoint `url`: 200 when a token was issued, else the OAuth
     /// error's status.
     pub fn token(status: u16, agent: Agent, url: &str) -> Event {
+        Event::oauth(Kind::Token, status, agent, url)
+    }
+
+    /// A request at the OAuth endpoint `url` of `kind` (token, introspection, revocation):
+    /// 200 when it was answered, else the OAuth error's status.
+    pub fn oauth(kind: Kind, status: u16, agent: Agent, url: &str) -> Event {
+        let name = match kind {
+            Kind::Introspect => "introspect",
+            Kind::Revoke => "revoke",
+            _ => "token",
+        };
         Event {
-            kind: Kind::Token,
+            kind,
             action: Action::Execute,
             query: Some(url.to_string()),
-            ..Event::new("token", status, agent)
+            ..Event::new(name, status, agent)
+        }
+    }
+
+    /// The user's answer on the consent page: `allowed`, or declined (recorded as a refusal,
+    /// status 403); `patient` is the patient in context, if any.
+    pub fn consent(allowed: bool, agent: Agent, patient: Option<String>) -> Event {
+        Event {
+            kind: Kind::Consent,
+            action: Action::Execute,
+            patients: patient.into_iter().collect(),
+            ..Event::new("consent", if allowed { 200 } else { 403 }, agent)
         }
     }
 
@@ -147,6 +190,22 @@ impl Event {
             Kind::Token => (
                 json::Coding::new(DCM, "110114", "User Authentication"),
                 json::Coding::new("urn:ihe:event-type-code", "ITI-71", "Get Access Token"),
+            ),
+            Kind::Introspect => (
+                json::Coding::new(DCM, "110114", "User Authentication"),
+                json::Coding::new("urn:ihe:event-type-code", "ITI-102", "Introspect Token"),
+            ),
+            Kind::Revoke => (
+                json::Coding::new(DCM, "110114", "User Authentication"),
+                json::Coding::new(DCM, "110123", "Logout"),
+            ),
+            Kind::Consent => (
+                json::Coding::new(DCM, "110113", "Security Alert"),
+                json::Coding::new(
+                    "https://profiles.ihe.net/ITI/BALP/CodeSystem/AuthZsubType",
+                    "AuthZ-Consent",
+                    "Authorization Decision using Roles and Consent",
+                ),
             ),
         }
     }
@@ -192,8 +251,10 @@ impl Event {
         }
         agent.push(json::Agent {
             kind: match self.kind {
-                Kind::Token => json::Codeable::of(DCM, "110150", "Application"),
-                _ => json::Codeable::of(DCM, "110153", "Source Role ID"),
+                Kind::Token | Kind::Introspect | Kind::Revoke | Kind::Consent => {
+                    json::Codeable::of(DCM, "110150", "Application")
+                }
+                Kind::Rest | Kind::Login => json::Codeable::of(DCM, "110153", "Source Role ID"),
             },
             who: self.agent.client_id.as_deref().map(|value| json::Who {
                 reference: None,
@@ -268,10 +329,11 @@ impl Event {
             entity.push(json::Entity {
                 what: None,
                 kind: json::Coding::new(ENTITY_TYPE, "2", "System Object"),
-                role: Some(match self.kind {
+                role: Some(if self.kind.at_oauth_endpoint() {
                     // IHE.IUA.71's token-request: the URL requested.
-                    Kind::Token => json::Coding::new(ROLE, "13", "Security Resource"),
-                    _ => json::Coding::new(ROLE, "24", "Query"),
+                    json::Coding::new(ROLE, "13", "Security Resource")
+                } else {
+                    json::Coding::new(ROLE, "24", "Query")
                 }),
                 query: Some(STANDARD.encode(q.as_bytes())),
             });
@@ -572,6 +634,9 @@ mod tests {
             Event::new("read", 401, Agent::default()),
             sign_in(),
             token_request(),
+            consent(),
+            Event::oauth(Kind::Introspect, 200, drjones(), "http://h/auth/introspect"),
+            Event::oauth(Kind::Revoke, 401, Agent::default(), "http://h/auth/revoke"),
         ] {
             let direct = e.record("http://h/fhir", Utc::now());
             let body: Value = serde_json::from_str(&direct.body).unwrap();
@@ -640,6 +705,47 @@ mod tests {
             .decode(entity[0]["query"].as_str().unwrap())
             .unwrap();
         assert_eq!(url, b"http://h/auth/token");
+    }
+
+    fn consent() -> Event {
+        Event::consent(false, drjones(), Some("p1".into()))
+    }
+
+    #[test]
+    fn a_consent_decision_follows_balp_authz_consent() {
+        let v = resource(&consent());
+        assert_eq!(v["type"]["code"], "110113");
+        assert_eq!(v["subtype"][0]["code"], "AuthZ-Consent");
+        assert_eq!(v["action"], "E");
+        assert_eq!(v["outcome"], "4", "declined");
+        assert_eq!(v["agent"][0]["who"]["reference"], "Practitioner/7");
+        assert_eq!(v["agent"][1]["type"]["coding"][0]["code"], "110150");
+        assert_eq!(v["entity"][0]["what"]["reference"], "Patient/p1");
+        assert_eq!(v["entity"][0]["role"]["code"], "1");
+        let allowed = resource(&Event::consent(true, drjones(), None));
+        assert_eq!(allowed["outcome"], "0");
+        assert!(allowed.get("entity").is_none());
+    }
+
+    #[test]
+    fn introspection_and_revocation_are_recorded_like_token_requests() {
+        let v = resource(&Event::oauth(
+            Kind::Introspect,
+            200,
+            drjones(),
+            "http://h/auth/introspect",
+        ));
+        assert_eq!(v["subtype"][0]["code"], "ITI-102");
+        assert_eq!(v["agent"][1]["type"]["coding"][0]["code"], "110150");
+        assert_eq!(v["entity"][0]["role"]["code"], "13");
+        let v = resource(&Event::oauth(
+            Kind::Revoke,
+            200,
+            Agent::default(),
+            "http://h/auth/revoke",
+        ));
+        assert_eq!(v["subtype"][0]["code"], "110123");
+        assert_eq!(v["action"], "E");
     }
 
     #[test]

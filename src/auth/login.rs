@@ -56,6 +56,21 @@ pub struct AuthorizeParams {
     pub nonce: Option<String>,
 }
 
+/// A user's answer on the consent page: where to send the browser, and who decided what
+/// (for the audit trail).
+#[derive(Debug)]
+pub struct Decision {
+    /// Back to the app, with a code or with `access_denied`.
+    pub redirect: String,
+    pub client_id: String,
+    pub username: String,
+    pub fhir_user: Option<String>,
+    /// The scopes granted; `None` when the user declined.
+    pub granted: Option<String>,
+    /// The patient in context (the user's own, the EHR launch's, or the one picked).
+    pub patient: Option<String>,
+}
+
 /// What the consent page shows.
 pub struct ConsentView {
     pub client_name: String,
@@ -302,13 +317,14 @@ impl AuthServer {
     }
 
     /// The user's answer on the consent page: the redirect back to the app, with a code or
-    /// with `access_denied`. `Err` is a message for the page (a patient to pick).
+    /// with `access_denied`, and what was decided. `Err` is a message for the page (a
+    /// patient to pick).
     pub async fn consent(
         &self,
         pending_id: &str,
         approve: bool,
         picked_patient: Option<&str>,
-    ) -> Result<std::result::Result<String, String>> {
+    ) -> Result<std::result::Result<Decision, String>> {
         let taken = self
             .store
             .auth_take(Kind::Pending, &digest(pending_id))
@@ -325,18 +341,29 @@ impl AuthServer {
         let Some(user) = signed_in else {
             return Ok(Err("sign in first".into()));
         };
+        let mut patient = user.own_patient().or(pending.launch_patient.clone());
+        let decided = |redirect: String, granted: Option<String>, patient: Option<String>| {
+            Ok(Ok(Decision {
+                redirect,
+                client_id: pending.client_id.clone(),
+                username: user.username.clone(),
+                fhir_user: user.fhir_user.clone(),
+                granted,
+                patient,
+            }))
+        };
         if !approve {
-            return Ok(Ok(redirect_with(
+            let back = redirect_with(
                 &pending.redirect_uri,
                 &[
                     ("error", "access_denied"),
                     ("error_description", "the user declined"),
                     ("state", &pending.state),
                 ],
-            )));
+            );
+            return decided(back, None, patient);
         }
         let scopes = scope::parse_list(&pending.scope).unwrap_or_default();
-        let mut patient = user.own_patient().or(pending.launch_patient.clone());
         if scopes.contains(&Scope::LaunchPatient) && patient.is_none() {
             let picked = picked_patient
                 .map(|p| p.trim().trim_start_matches("Patient/"))
@@ -371,7 +398,7 @@ impl AuthServer {
             role: user.role,
             fhir_user: user.fhir_user.clone(),
             scope: pending.scope.clone(),
-            patient,
+            patient: patient.clone(),
             nonce: pending.nonce.clone(),
         };
         let code = random_secret();
@@ -387,10 +414,11 @@ impl AuthServer {
                 Some(now() + CODE_SECONDS),
             )
             .await?;
-        Ok(Ok(redirect_with(
+        let back = redirect_with(
             &pending.redirect_uri,
             &[("code", &code), ("state", &pending.state)],
-        )))
+        );
+        decided(back, Some(pending.scope.clone()), patient)
     }
 }
 

@@ -14,9 +14,10 @@ use axum::{Extension, Form};
 use serde_json::{json, Value};
 
 use super::AppState;
+use crate::audit::event::Kind;
 use crate::audit::{Agent, Event};
-use crate::auth::login::{AuthorizeError, AuthorizeParams, ConsentView};
-use crate::auth::policy::Role;
+use crate::auth::login::{AuthorizeError, AuthorizeParams, ConsentView, Decision};
+use crate::auth::policy::{Principal, Role};
 use crate::auth::token::{basic_credentials, OAuthError};
 use crate::auth::Access;
 use crate::fhir::outcome::{operation_outcome, Issue, IssueType};
@@ -228,16 +229,22 @@ async fn audit_sign_in(
     state.audit.record(event).await;
 }
 
-/// `POST /auth/consent`: allow or deny; back to the app either way.
+/// `POST /auth/consent`: allow or deny; back to the app either way. Every decision is
+/// audited.
 pub async fn consent(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let get = |k: &str| form.get(k).map(String::as_str);
     let request = get("request").unwrap_or("");
     let approve = get("decision") == Some("allow");
     match state.auth.consent(request, approve, get("patient")).await {
-        Ok(Ok(url)) => Redirect::to(&url).into_response(),
+        Ok(Ok(decision)) => {
+            let peer = peer.map(|Extension(ConnectInfo(a))| a);
+            audit_consent(&state, &decision, peer).await;
+            Redirect::to(&decision.redirect).into_response()
+        }
         Ok(Err(message)) => match state.auth.pending(request).await {
             Ok(Some(p)) => match state.auth.consent_view(&p).await {
                 Ok(Some(view)) => page(
@@ -250,6 +257,26 @@ pub async fn consent(
         },
         Err(e) => page(StatusCode::SERVICE_UNAVAILABLE, &error_page(e.message())),
     }
+}
+
+/// Records a consent decision (BALP AuthZconsent): the user and the app as agents, the
+/// patient in context as an entity, the scopes granted (or the refusal) as `outcomeDesc`.
+async fn audit_consent(state: &AppState, decision: &Decision, peer: Option<SocketAddr>) {
+    if !state.audit.enabled() {
+        return;
+    }
+    let agent = Agent {
+        fhir_user: decision.fhir_user.clone(),
+        subject: Some(decision.username.clone()),
+        client_id: Some(decision.client_id.clone()),
+        address: peer.map(|a| a.ip().to_string()),
+    };
+    let mut event = Event::consent(decision.granted.is_some(), agent, decision.patient.clone());
+    event.description = Some(match &decision.granted {
+        Some(scope) => format!("the user allowed the app: {scope}"),
+        None => "the user declined the app".to_string(),
+    });
+    state.audit.record(event).await;
 }
 
 fn basic(headers: &HeaderMap) -> Option<(String, String)> {
@@ -320,16 +347,7 @@ async fn audit_token(
         Err(_) => None,
     };
     let (status, agent, description) = match (result, issued) {
-        (Ok(_), Some(p)) => {
-            let user = p.role != Role::System;
-            let agent = Agent {
-                fhir_user: p.fhir_user.filter(|_| user),
-                subject: user.then_some(p.subject),
-                client_id: Some(p.client_id),
-                address,
-            };
-            (200, agent, None)
-        }
+        (Ok(_), Some(p)) => (200, principal_agent(p, address), None),
         (Ok(_), None) => (
             200,
             Agent {
@@ -339,16 +357,8 @@ async fn audit_token(
             None,
         ),
         (Err(e), _) => {
-            let claimed = form.get("client_id").cloned().or(basic_id).or_else(|| {
-                form.get("client_assertion")
-                    .and_then(|a| assertion_subject(a))
-            });
-            let client_id = match claimed {
-                Some(id) if matches!(state.auth.client(&id).await, Ok(Some(_))) => Some(id),
-                _ => None,
-            };
             let agent = Agent {
-                client_id,
+                client_id: registered_client(state, form, basic_id).await,
                 address,
                 ..Agent::default()
             };
@@ -372,34 +382,129 @@ fn assertion_subject(jwt: &str) -> Option<String> {
     claims["sub"].as_str().map(str::to_string)
 }
 
-/// `POST /auth/introspect` (RFC 7662).
+/// `POST /auth/introspect` (RFC 7662). Every request is audited (IHE IUA ITI-102).
 pub async fn introspect(
     State(state): State<AppState>,
     headers: HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let bearer = bearer(&headers);
-    oauth_json(
-        state
-            .auth
-            .introspect(
-                &form,
-                basic(&headers).filter(|_| bearer.is_none()),
-                bearer.as_deref(),
-            )
-            .await,
-    )
+    let basic = basic(&headers).filter(|_| bearer.is_none());
+    let claimed = basic.as_ref().map(|(id, _)| id.clone());
+    let result = state.auth.introspect(&form, basic, bearer.as_deref()).await;
+    let caller = match &bearer {
+        // The bearer token was checked already (a refused one is not a caller).
+        Some(token) if result.is_ok() => Caller::Token(token),
+        _ => Caller::Client(claimed),
+    };
+    let answer = result.as_ref().map(|body| match body["active"].as_bool() {
+        Some(true) => "the token is active",
+        _ => "the token is not active",
+    });
+    let url = format!("{}/introspect", state.auth.settings.issuer);
+    let peer = peer.map(|Extension(ConnectInfo(a))| a);
+    audit_oauth(&state, Kind::Introspect, &url, &form, caller, peer, answer).await;
+    oauth_json(result)
 }
 
-/// `POST /auth/revoke` (RFC 7009).
+/// `POST /auth/revoke` (RFC 7009). Every request is audited.
 pub async fn revoke(
     State(state): State<AppState>,
     headers: HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    match state.auth.revoke(&form, basic(&headers)).await {
+    let basic = basic(&headers);
+    let claimed = basic.as_ref().map(|(id, _)| id.clone());
+    let result = state.auth.revoke(&form, basic).await;
+    let url = format!("{}/revoke", state.auth.settings.issuer);
+    let peer = peer.map(|Extension(ConnectInfo(a))| a);
+    let answer = result.as_ref().map(|_| "");
+    let caller = Caller::Client(claimed);
+    audit_oauth(&state, Kind::Revoke, &url, &form, caller, peer, answer).await;
+    match result {
         Ok(()) => (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response(),
         Err(e) => oauth_json(Err(e)),
+    }
+}
+
+/// Who called an OAuth endpoint.
+enum Caller<'a> {
+    /// A valid access token (introspection may be asked with one).
+    Token(&'a str),
+    /// A client, by the id its Basic credentials claim (the form's `client_id` and the
+    /// subject of a client assertion are looked at too).
+    Client(Option<String>),
+}
+
+/// Records an introspection or revocation: the caller as the Application agent (and its
+/// user, for a user's token), the endpoint as the entity, and what was answered (or the OAuth
+/// error) as `outcomeDesc`. Never the token asked about.
+async fn audit_oauth(
+    state: &AppState,
+    kind: Kind,
+    url: &str,
+    form: &HashMap<String, String>,
+    caller: Caller<'_>,
+    peer: Option<SocketAddr>,
+    answer: std::result::Result<&str, &OAuthError>,
+) {
+    if !state.audit.enabled() {
+        return;
+    }
+    let address = peer.map(|a| a.ip().to_string());
+    let agent = match caller {
+        Caller::Token(token) => match state.auth.authenticate(token).await {
+            Ok(p) => principal_agent(p, address),
+            Err(_) => Agent {
+                address,
+                ..Agent::default()
+            },
+        },
+        Caller::Client(basic_id) => Agent {
+            client_id: registered_client(state, form, basic_id).await,
+            address,
+            ..Agent::default()
+        },
+    };
+    let (status, description) = match answer {
+        Ok("") => (200, None),
+        Ok(words) => (200, Some(words)),
+        Err(e) => (e.status, Some(e.error)),
+    };
+    let mut event = Event::oauth(kind, status, agent, url);
+    event.description = description.map(str::to_string);
+    state.audit.record(event).await;
+}
+
+/// The agent of a verified token: its user (not for a backend service's own token) and
+/// its client.
+fn principal_agent(p: Principal, address: Option<String>) -> Agent {
+    let user = p.role != Role::System;
+    Agent {
+        fhir_user: p.fhir_user.filter(|_| user),
+        subject: user.then_some(p.subject),
+        client_id: Some(p.client_id),
+        address,
+    }
+}
+
+/// The client id a request claims (form, Basic credentials, or the unverified `sub` of its
+/// assertion), if it is a registered client's: only registered ids are recorded, since an
+/// unknown one may be anything.
+async fn registered_client(
+    state: &AppState,
+    form: &HashMap<String, String>,
+    basic_id: Option<String>,
+) -> Option<String> {
+    let claimed = form.get("client_id").cloned().or(basic_id).or_else(|| {
+        form.get("client_assertion")
+            .and_then(|a| assertion_subject(a))
+    })?;
+    match state.auth.client(&claimed).await {
+        Ok(Some(_)) => Some(claimed),
+        _ => None,
     }
 }
 
