@@ -355,7 +355,7 @@ async fn read(c: reqwest::Client, base: Arc<String>, ids: Arc<Vec<String>>, i: u
 /// A search by identifier (one match), or by family name with a page of results.
 async fn search(c: reqwest::Client, base: Arc<String>, ids: Arc<Vec<String>>, i: usize) -> bool {
     let k = (i * 7919) % ids.len();
-    let query = if i % 2 == 0 {
+    let query = if i.is_multiple_of(2) {
         format!("identifier=http://example.org/mrn|MRN{k:08}")
     } else {
         format!("family=Family{}&_count=20", k / 10)

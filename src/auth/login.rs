@@ -111,7 +111,7 @@ impl AuthServer {
         let client = self
             .client(client_id)
             .await
-            .map_err(|e| page(&e.message().to_string()))?
+            .map_err(|e| page(e.message()))?
             .ok_or_else(|| page("this application is not registered"))?;
         let redirect_uri = p
             .redirect_uri
@@ -183,7 +183,7 @@ impl AuthServer {
                     .store
                     .auth_get(Kind::Launch, &digest(launch))
                     .await
-                    .map_err(|e| page(&e.message().to_string()))?;
+                    .map_err(|e| page(e.message()))?;
                 match ctx {
                     Some(c) => c["patient"].as_str().map(str::to_string),
                     None => return Err(back("invalid_request", "unknown or expired launch")),
@@ -210,7 +210,7 @@ impl AuthServer {
                 Some(now() + PENDING_SECONDS),
             )
             .await
-            .map_err(|e| page(&e.message().to_string()))?;
+            .map_err(|e| page(e.message()))?;
         Ok(id)
     }
 

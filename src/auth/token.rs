@@ -134,7 +134,7 @@ impl AuthServer {
                     ));
                 }
                 if let Some(u) = &grant.username {
-                    if !self.user(u).await?.is_some_and(|u| !u.disabled) {
+                    if self.user(u).await?.is_none_or(|u| u.disabled) {
                         return Err(OAuthError::new("invalid_grant", "the user is disabled"));
                     }
                 }

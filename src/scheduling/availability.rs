@@ -147,7 +147,7 @@ pub fn leave(role: &Value) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|n| {
+        .map(|n| {
             let during = &n["during"];
             let start = instant(&during["start"]).unwrap_or(DateTime::<Utc>::MIN_UTC);
             let end = match instant(&during["end"]) {
@@ -158,7 +158,7 @@ pub fn leave(role: &Value) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
                 Some(e) => e,
                 None => DateTime::<Utc>::MAX_UTC,
             };
-            Some((start, end))
+            (start, end)
         })
         .collect()
 }

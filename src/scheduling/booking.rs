@@ -250,7 +250,12 @@ mod tests {
         ));
         let busy = slot("a", "busy", "2030-01-01T09:00:00Z", "2030-01-01T09:30:00Z");
         assert_eq!(
-            check(&mut json!({}), &[busy.clone()], &["a".into()], now),
+            check(
+                &mut json!({}),
+                std::slice::from_ref(&busy),
+                &["a".into()],
+                now
+            ),
             Err(Refusal::Busy("a".into()))
         );
         // A slot already held by this appointment may be busy (it is busy because of it).

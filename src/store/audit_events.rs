@@ -418,8 +418,11 @@ struct EventColumns<'a> {
     outcome: Vec<Option<&'a str>>,
     body: Vec<&'a str>,
     /// (system, value) of each of [`COLUMN_PARAMS`].
-    columns: [(Vec<Option<&'a str>>, Vec<Option<&'a str>>); 2],
+    columns: [(Column<'a>, Column<'a>); 2],
 }
+
+/// One nullable text column of a batch.
+type Column<'a> = Vec<Option<&'a str>>;
 
 impl<'a> EventColumns<'a> {
     fn push(&mut self, r: &'a AuditRecord, placed: &Placed<'a>) {

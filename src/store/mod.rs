@@ -376,7 +376,7 @@ impl Store {
             Store::Postgres(s) => s.migrate().await,
             Store::Sqlite(s) => s.migrate().await,
         }?;
-        if applied.iter().any(|name| *name == "audit_table") {
+        if applied.contains(&"audit_table") {
             let moved = self.audit_move_legacy().await?;
             tracing::info!(moved, "AuditEvents moved to the audit table");
         }

@@ -38,13 +38,16 @@ struct Component<'a> {
     u: Vec<Text<'a>>,
 }
 
+/// value, system, code, unit.
+type QuantityColumns<'a> = (Vec<f64>, Vec<Text<'a>>, Vec<Text<'a>>, Vec<Text<'a>>);
+
 #[derive(Default)]
 struct Tables<'a> {
     string: Rows<'a, (Vec<&'a str>, Vec<&'a str>)>,
     token: Rows<'a, (Vec<Text<'a>>, Vec<Text<'a>>, Vec<Text<'a>>)>,
     date: Rows<'a, (Vec<i64>, Vec<i64>)>,
     number: Rows<'a, Vec<f64>>,
-    quantity: Rows<'a, (Vec<f64>, Vec<Text<'a>>, Vec<Text<'a>>, Vec<Text<'a>>)>,
+    quantity: Rows<'a, QuantityColumns<'a>>,
     reference: Rows<'a, (Vec<Text<'a>>, Vec<Text<'a>>, Vec<Text<'a>>)>,
     uri: Rows<'a, Vec<&'a str>>,
     composite: Rows<'a, [Component<'a>; 3]>,

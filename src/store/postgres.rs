@@ -485,7 +485,7 @@ impl ResourceStore for PgStore {
         stamp(&mut body, &id, 1, last_updated);
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         let Some(key) = insert_new(
-            &mut *tx,
+            &mut tx,
             resource_type,
             &id,
             last_updated,
@@ -536,15 +536,9 @@ impl ResourceStore for PgStore {
             let (version, created) = match current {
                 None => {
                     stamp(&mut body, id, 1, last_updated);
-                    let Some(key) = insert_new(
-                        &mut *tx,
-                        resource_type,
-                        id,
-                        last_updated,
-                        Method::Put,
-                        &body,
-                    )
-                    .await?
+                    let Some(key) =
+                        insert_new(&mut tx, resource_type, id, last_updated, Method::Put, &body)
+                            .await?
                     else {
                         // Another request created it first: start again, now as an update.
                         continue;
@@ -782,7 +776,7 @@ impl ResourceStore for PgStore {
         let last_updated = now();
         stamp(&mut body, &id, 1, last_updated);
         let key = insert_new(
-            &mut *tx,
+            &mut tx,
             resource_type,
             &id,
             last_updated,
