@@ -1312,6 +1312,19 @@ async fn bad_authorize_requests(s: &Server) {
     .await;
     assert_eq!(declined.len(), 1);
     assert_eq!(declined[0]["outcomeDesc"], "the user declined the app");
+    // The sign-in with a name no account has names no user (what was typed may be anything,
+    // a password included): its first agent is the app.
+    let unknown = audited(
+        s,
+        &admin,
+        &format!("subtype={DCM}%7C110122&outcome=4"),
+        "app",
+        1,
+    )
+    .await;
+    assert_eq!(unknown.len(), 1, "{unknown:?}");
+    assert_eq!(unknown[0]["outcomeDesc"], "no account has this user name");
+    assert!(!unknown[0].to_string().contains("nobody"));
 }
 
 async fn key_rotation_keeps_tokens_valid(s: &Server) {

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::accounts;
+use super::accounts::{self, User};
 use super::scope::{self, Scope};
 use super::server::{digest, grantable, now, random_secret, AuthServer, Grant};
 use crate::error::Result;
@@ -54,6 +54,14 @@ pub struct AuthorizeParams {
     pub code_challenge_method: Option<String>,
     pub launch: Option<String>,
     pub nonce: Option<String>,
+}
+
+/// A sign-in attempt: the account the typed name belongs to, if any (for the audit trail),
+/// and why it was refused, if it was (for the login page).
+#[derive(Debug)]
+pub struct SignIn {
+    pub user: Option<User>,
+    pub refusal: Option<String>,
 }
 
 /// A user's answer on the consent page: where to send the browser, and who decided what
@@ -222,7 +230,7 @@ impl AuthServer {
             .and_then(|v| serde_json::from_value(v).ok()))
     }
 
-    /// Signs the user in to a pending login. The error is what the login page says: the
+    /// Signs the user in to a pending login. The refusal is what the login page says: the
     /// same words whatever was wrong, except for a locked account.
     pub async fn login(
         &self,
@@ -230,23 +238,26 @@ impl AuthServer {
         username: &str,
         password: &str,
         totp: &str,
-    ) -> Result<std::result::Result<(), String>> {
-        let Some(mut pending) = self.pending(pending_id).await? else {
-            return Ok(Err(
-                "this sign-in has expired; start again from the app".into()
-            ));
+    ) -> Result<SignIn> {
+        let refused = |user: Option<User>, why: &str| {
+            Ok(SignIn {
+                user,
+                refusal: Some(why.to_string()),
+            })
         };
-        let wrong = || Ok(Err("the user name, password or code is wrong".to_string()));
+        let Some(mut pending) = self.pending(pending_id).await? else {
+            return refused(None, "this sign-in has expired; start again from the app");
+        };
+        let wrong = "the user name, password or code is wrong";
         let Some(mut user) = self.user(username).await? else {
             // Spend the same time as a real check so that names cannot be probed.
             accounts::verify_secret(&accounts::hash_secret("x"), password);
-            return wrong();
+            return refused(None, wrong);
         };
         let t = now();
         if user.locked_until.is_some_and(|until| until > t) {
-            return Ok(Err(
-                "this account is locked after too many failed sign-ins; try again later".into(),
-            ));
+            let locked = "this account is locked after too many failed sign-ins; try again later";
+            return refused(Some(user), locked);
         }
         let mut ok = !user.disabled && accounts::verify_secret(&user.password_hash, password);
         if ok && user.needs_totp() {
@@ -270,7 +281,7 @@ impl AuthServer {
                 tracing::warn!("an account was locked after repeated failed sign-ins");
             }
             self.save_user(&user).await?;
-            return wrong();
+            return refused(Some(user), wrong);
         }
         user.failed_logins = 0;
         user.locked_until = None;
@@ -284,7 +295,10 @@ impl AuthServer {
                 Some(t + PENDING_SECONDS),
             )
             .await?;
-        Ok(Ok(()))
+        Ok(SignIn {
+            user: Some(user),
+            refusal: None,
+        })
     }
 
     /// What the consent page of a signed-in pending login shows.

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use super::AppState;
 use crate::audit::event::Kind;
 use crate::audit::{Agent, Event};
-use crate::auth::login::{AuthorizeError, AuthorizeParams, ConsentView, Decision};
+use crate::auth::login::{AuthorizeError, AuthorizeParams, ConsentView, Decision, SignIn};
 use crate::auth::policy::{Principal, Role};
 use crate::auth::token::{basic_credentials, OAuthError};
 use crate::auth::Access;
@@ -183,13 +183,16 @@ pub async fn login(
         }
     };
     let peer = peer.map(|Extension(ConnectInfo(a))| a);
-    audit_sign_in(&state, get("username"), &name.client_id, peer, &result).await;
+    audit_sign_in(&state, &name.client_id, peer, &result).await;
     match result {
-        Ok(Ok(())) => match state.auth.consent_view(&name).await {
+        Ok(SignIn { refusal: None, .. }) => match state.auth.consent_view(&name).await {
             Ok(Some(view)) => page(StatusCode::OK, &consent_page(request, &view, None)),
             _ => page(StatusCode::BAD_REQUEST, &error_page("sign in first")),
         },
-        Ok(Err(message)) => page(
+        Ok(SignIn {
+            refusal: Some(message),
+            ..
+        }) => page(
             StatusCode::UNAUTHORIZED,
             &login_page(request, &name.client_name, Some(&message)),
         ),
@@ -201,26 +204,33 @@ pub async fn login(
 /// account's: what was typed for an unknown one may be anything, a password included.
 async fn audit_sign_in(
     state: &AppState,
-    username: &str,
     client_id: &str,
     peer: Option<SocketAddr>,
-    result: &crate::error::Result<std::result::Result<(), String>>,
+    result: &crate::error::Result<SignIn>,
 ) {
     if !state.audit.enabled() {
         return;
     }
-    let user = state.auth.user(username).await.ok().flatten();
-    let (status, description) = match (result, &user) {
-        (Ok(Ok(())), _) => (200, None),
-        (Ok(Err(_)), None) => (401, Some("no account has this user name".to_string())),
-        (Ok(Err(message)), Some(_)) => (401, Some(message.clone())),
-        (Err(_), _) => (503, None),
+    let (status, user, description) = match result {
+        Ok(SignIn {
+            user,
+            refusal: None,
+        }) => (200, user.as_ref(), None),
+        Ok(SignIn {
+            user: None,
+            refusal: Some(_),
+        }) => (401, None, Some("no account has this user name".to_string())),
+        Ok(SignIn {
+            user: Some(user),
+            refusal: Some(message),
+        }) => (401, Some(user), Some(message.clone())),
+        Err(_) => (503, None, None),
     };
     let mut event = Event::login(
         status,
         Agent {
-            fhir_user: user.as_ref().and_then(|u| u.fhir_user.clone()),
-            subject: user.map(|u| u.username),
+            fhir_user: user.and_then(|u| u.fhir_user.clone()),
+            subject: user.map(|u| u.username.clone()),
             client_id: Some(client_id.to_string()),
             address: peer.map(|a| a.ip().to_string()),
         },
