@@ -200,15 +200,22 @@ async fn lock_current(
     .map_err(db_error)
 }
 
-/// The current body of resource `key`, which a delete is about to remove.
-async fn removed_body(tx: &mut sqlx::PgConnection, key: i64) -> Result<Option<Value>> {
-    let body: Option<Option<Json<Value>>> =
-        sqlx::query_scalar("SELECT body FROM resource WHERE key = $1")
-            .bind(key)
-            .fetch_optional(tx)
-            .await
-            .map_err(db_error)?;
-    Ok(body.flatten().map(|b| b.0))
+/// [`lock_current`] for a delete: also the current body, which the delete is about to remove
+/// (the audit trail names its patients), read with the lock instead of after it.
+async fn lock_for_delete(
+    tx: &mut sqlx::PgConnection,
+    resource_type: &str,
+    id: &str,
+) -> Result<Option<(i64, i64, bool, Option<Value>)>> {
+    let row: Option<(i64, i64, bool, Option<Json<Value>>)> = sqlx::query_as(
+        "SELECT key, version, deleted, body FROM resource WHERE type = $1 AND id = $2 FOR UPDATE",
+    )
+    .bind(resource_type)
+    .bind(id)
+    .fetch_optional(tx)
+    .await
+    .map_err(db_error)?;
+    Ok(row.map(|(key, version, deleted, body)| (key, version, deleted, body.map(|b| b.0))))
 }
 
 /// Writes a new version of an existing resource row, and its version row.
@@ -426,20 +433,19 @@ impl PgStore {
                 id,
                 expected,
             } => {
-                let current = lock_current(tx, &resource_type, &id).await?;
+                let current = lock_for_delete(tx, &resource_type, &id).await?;
                 check_expected(
                     expected,
-                    current.map(|(_, v, _)| v),
+                    current.as_ref().map(|(_, v, _, _)| *v),
                     &format!("{resource_type}/{id}"),
                 )?;
-                let Some((key, v, false)) = current else {
+                let Some((key, v, false, before)) = current else {
                     return Ok(Written {
                         version: None,
                         created: false,
                         before: None,
                     });
                 };
-                let before = removed_body(tx, key).await?;
                 write_version(tx, key, v + 1, last_updated, Method::Delete, None).await?;
                 index_later(tx, &self.indexer, pending, key, &resource_type, None, false).await?;
                 Ok(Written {
@@ -596,17 +602,16 @@ impl ResourceStore for PgStore {
         trail: Option<Trail<'_>>,
     ) -> Result<Option<Version>> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let current = lock_current(&mut tx, resource_type, id).await?;
+        let current = lock_for_delete(&mut tx, resource_type, id).await?;
         check_expected(
             expected,
-            current.map(|(_, v, _)| v),
+            current.as_ref().map(|(_, v, _, _)| *v),
             &format!("{resource_type}/{id}"),
         )?;
-        let Some((key, v, false)) = current else {
+        let Some((key, v, false, before)) = current else {
             return Ok(None);
         };
         let last_updated = now();
-        let before = removed_body(&mut tx, key).await?;
         write_version(&mut tx, key, v + 1, last_updated, Method::Delete, None).await?;
         write_index(&mut tx, &self.indexer, key, resource_type, None, false).await?;
         let done = [Written {
