@@ -409,8 +409,8 @@ pub async fn introspect(
         _ => Caller::Client(claimed),
     };
     let answer = result.as_ref().map(|body| match body["active"].as_bool() {
-        Some(true) => "the token is active",
-        _ => "the token is not active",
+        Some(true) => Some("the token is active"),
+        _ => Some("the token is not active"),
     });
     let url = format!("{}/introspect", state.auth.settings.issuer);
     let peer = peer.map(|Extension(ConnectInfo(a))| a);
@@ -430,7 +430,7 @@ pub async fn revoke(
     let result = state.auth.revoke(&form, basic).await;
     let url = format!("{}/revoke", state.auth.settings.issuer);
     let peer = peer.map(|Extension(ConnectInfo(a))| a);
-    let answer = result.as_ref().map(|_| "");
+    let answer = result.as_ref().map(|_| None);
     let caller = Caller::Client(claimed);
     audit_oauth(&state, Kind::Revoke, &url, &form, caller, peer, answer).await;
     match result {
@@ -458,7 +458,7 @@ async fn audit_oauth(
     form: &HashMap<String, String>,
     caller: Caller<'_>,
     peer: Option<SocketAddr>,
-    answer: std::result::Result<&str, &OAuthError>,
+    answer: std::result::Result<Option<&str>, &OAuthError>,
 ) {
     if !state.audit.enabled() {
         return;
@@ -479,8 +479,7 @@ async fn audit_oauth(
         },
     };
     let (status, description) = match answer {
-        Ok("") => (200, None),
-        Ok(words) => (200, Some(words)),
+        Ok(words) => (200, words),
         Err(e) => (e.status, Some(e.error)),
     };
     let mut event = Event::oauth(kind, status, agent, url);
