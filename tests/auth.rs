@@ -637,6 +637,80 @@ async fn practitioner_login_totp_lockout_and_ehr_launch(s: &Server) {
     let access = token.access_token().secret().clone();
     let intro = introspect(s, &access, &access).await;
     assert_eq!(intro["patient"], p.as_str(), "the EHR launch's patient");
+
+    // Refused launch requests: no token, a body that is not JSON, a patient not here, and a
+    // patient's token (patients cannot create launch contexts).
+    let post_launch = |token: Option<String>, body: &'static str| {
+        let request = s.client.post(format!("{}/auth/launch", s.root)).body(body);
+        let request = match token {
+            Some(t) => request.bearer_auth(t),
+            None => request,
+        };
+        async move { request.send().await.unwrap() }
+    };
+    assert_eq!(post_launch(None, r#"{"patient": "x"}"#).await.status(), 401);
+    let malformed = post_launch(Some(admin.clone()), "{not json").await;
+    assert_eq!(malformed.status(), 400);
+    let malformed: Value = malformed.json().await.unwrap();
+    assert_eq!(malformed["error"], "invalid_request");
+    let unknown = post_launch(Some(admin.clone()), r#"{"patient": "nobody-here"}"#).await;
+    assert_eq!(unknown.status(), 400);
+    s.auth
+        .add_user(&user("pip", Role::Patient, Some(&format!("Patient/{p}"))))
+        .await
+        .unwrap();
+    let minted = s.auth.mint("app", Some("pip"), "patient/*.rs", None).await;
+    let pip = minted.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let by_patient = post_launch(Some(pip), r#"{"patient": "x"}"#).await;
+    assert_eq!(by_patient.status(), 403);
+    // Each request is an AuditEvent (BALP AuthZ-Role): the launch names its patient, so it is
+    // in that patient's trail; the refusals are minor failures.
+    let launches = audited(
+        s,
+        &admin,
+        &format!("subtype={AUTHZ}%7CAuthZ-Role&patient={p}&outcome=0"),
+        "ops",
+        1,
+    )
+    .await;
+    assert_eq!(launches.len(), 1, "{launches:?}");
+    assert_eq!(launches[0]["type"]["code"], "110113");
+    assert_eq!(launches[0]["entity"][1]["role"]["code"], "13");
+    assert!(
+        !launches[0].to_string().contains(&launch_id),
+        "never the launch value"
+    );
+    let refused = audited(
+        s,
+        &admin,
+        &format!("subtype={AUTHZ}%7CAuthZ-Role&outcome=4"),
+        "ops",
+        2,
+    )
+    .await;
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    let mine = audited(
+        s,
+        &admin,
+        &format!("subtype={AUTHZ}%7CAuthZ-Role&agent=Patient/{p}"),
+        "pip",
+        1,
+    )
+    .await;
+    assert_eq!(mine[0]["outcome"], "4", "the patient's attempt: {mine:?}");
+    let all: Value = get(
+        s,
+        &admin,
+        &format!("AuditEvent?subtype={AUTHZ}%7CAuthZ-Role&outcome=4"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(all["total"], 4, "the request without a token too: {all}");
     // The same TOTP code is not accepted twice.
     let b = browser();
     let (challenge, _) = PkceCodeChallenge::new_random_sha256();

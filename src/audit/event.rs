@@ -85,13 +85,22 @@ pub enum Kind {
     /// shows in that patient's trail.
     /// <https://profiles.ihe.net/ITI/BALP/StructureDefinition-IHE.BasicAudit.AuthZconsent.html>
     Consent,
+    /// An EHR creating a SMART EHR-launch context for a patient at `/auth/launch`: an
+    /// authorization decision made on the caller's role alone (patients may not), so `type`
+    /// DICOM 110113 Security Alert with BALP's `subtype` AuthZ-Role, the EHR's user and app
+    /// as agents, the patient and the endpoint's URL as entities: the patient's trail shows
+    /// who opened an app on their chart. <https://hl7.org/fhir/smart-app-launch/app-launch.html#launch-app-ehr-launch>
+    Launch,
 }
 
 impl Kind {
     /// The kinds recorded at the authorization server's OAuth endpoints: the client is an
     /// Application agent and the endpoint's URL a Security Resource entity.
     fn at_oauth_endpoint(self) -> bool {
-        matches!(self, Kind::Token | Kind::Introspect | Kind::Revoke)
+        matches!(
+            self,
+            Kind::Token | Kind::Introspect | Kind::Revoke | Kind::Launch
+        )
     }
 }
 
@@ -176,6 +185,18 @@ impl Event {
         }
     }
 
+    /// A request at `url` (`/auth/launch`) to create a launch context for `patient`: 200 when
+    /// it was created, else the refusal's status.
+    pub fn launch(status: u16, agent: Agent, patient: Option<String>, url: &str) -> Event {
+        Event {
+            kind: Kind::Launch,
+            action: Action::Execute,
+            query: Some(url.to_string()),
+            patients: patient.into_iter().collect(),
+            ..Event::new("launch", status, agent)
+        }
+    }
+
     /// `AuditEvent.type` and `subtype`.
     fn codings(&self) -> (json::Coding<'_>, json::Coding<'_>) {
         match self.kind {
@@ -202,9 +223,17 @@ impl Event {
             Kind::Consent => (
                 json::Coding::new(DCM, "110113", "Security Alert"),
                 json::Coding::new(
-                    "https://profiles.ihe.net/ITI/BALP/CodeSystem/AuthZsubType",
+                    AUTHZ,
                     "AuthZ-Consent",
                     "Authorization Decision using Roles and Consent",
+                ),
+            ),
+            Kind::Launch => (
+                json::Coding::new(DCM, "110113", "Security Alert"),
+                json::Coding::new(
+                    AUTHZ,
+                    "AuthZ-Role",
+                    "Authorization Decision using only Roles",
                 ),
             ),
         }
@@ -251,7 +280,7 @@ impl Event {
         }
         agent.push(json::Agent {
             kind: match self.kind {
-                Kind::Token | Kind::Introspect | Kind::Revoke | Kind::Consent => {
+                Kind::Token | Kind::Introspect | Kind::Revoke | Kind::Consent | Kind::Launch => {
                     json::Codeable::of(DCM, "110150", "Application")
                 }
                 Kind::Rest | Kind::Login => json::Codeable::of(DCM, "110153", "Source Role ID"),
@@ -434,6 +463,7 @@ const ENTITY_TYPE: &str = "http://terminology.hl7.org/CodeSystem/audit-entity-ty
 const ROLE: &str = "http://terminology.hl7.org/CodeSystem/object-role";
 const EVENT_TYPE: &str = "http://terminology.hl7.org/CodeSystem/audit-event-type";
 const INTERACTION: &str = "http://hl7.org/fhir/restful-interaction";
+const AUTHZ: &str = "https://profiles.ihe.net/ITI/BALP/CodeSystem/AuthZsubType";
 
 /// The JSON shape of the AuditEvents Hearth writes, borrowed from the event.
 mod json {
@@ -637,6 +667,7 @@ mod tests {
             consent(),
             Event::oauth(Kind::Introspect, 200, drjones(), "http://h/auth/introspect"),
             Event::oauth(Kind::Revoke, 401, Agent::default(), "http://h/auth/revoke"),
+            ehr_launch(),
         ] {
             let direct = e.record("http://h/fhir", Utc::now());
             let body: Value = serde_json::from_str(&direct.body).unwrap();
@@ -725,6 +756,28 @@ mod tests {
         let allowed = resource(&Event::consent(true, drjones(), None));
         assert_eq!(allowed["outcome"], "0");
         assert!(allowed.get("entity").is_none());
+    }
+
+    fn ehr_launch() -> Event {
+        Event::launch(200, drjones(), Some("p1".into()), "http://h/auth/launch")
+    }
+
+    #[test]
+    fn a_launch_context_is_a_role_based_authorization_decision() {
+        let v = resource(&ehr_launch());
+        assert_eq!(v["type"]["code"], "110113");
+        assert_eq!(v["subtype"][0]["code"], "AuthZ-Role");
+        assert_eq!(v["action"], "E");
+        assert_eq!(v["outcome"], "0");
+        assert_eq!(v["agent"][0]["who"]["reference"], "Practitioner/7");
+        assert_eq!(v["agent"][1]["type"]["coding"][0]["code"], "110150");
+        let entity = v["entity"].as_array().unwrap();
+        assert_eq!(entity.len(), 2);
+        assert_eq!(entity[0]["what"]["reference"], "Patient/p1");
+        assert_eq!(entity[1]["role"]["code"], "13");
+        let refused = resource(&Event::launch(403, drjones(), None, "http://h/auth/launch"));
+        assert_eq!(refused["outcome"], "4");
+        assert_eq!(refused["entity"].as_array().unwrap().len(), 1);
     }
 
     #[test]

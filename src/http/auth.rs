@@ -21,6 +21,7 @@ use crate::auth::policy::{Principal, Role};
 use crate::auth::token::{basic_credentials, OAuthError};
 use crate::auth::Access;
 use crate::fhir::outcome::{operation_outcome, Issue, IssueType};
+use crate::store::ResourceStore;
 
 /// Puts an [`Access`] on every FHIR request: `Open` under `--auth off`, otherwise the
 /// verified bearer token's principal, or a 401 with `WWW-Authenticate` (RFC 6750 section 3).
@@ -518,40 +519,104 @@ async fn registered_client(
 }
 
 /// `POST /auth/launch` `{"patient": "123"}`: an EHR (a practitioner, administrator or backend
-/// service token) records a launch context and gets the `launch` value to open an app with.
+/// service token) records a launch context and gets the `launch` value to open an app with
+/// (SMART EHR launch). Every request is audited ([`Kind::Launch`]), refusals too; the event
+/// never holds the `launch` value.
+/// <https://hl7.org/fhir/smart-app-launch/app-launch.html#launch-app-ehr-launch>
 pub async fn launch(
     State(state): State<AppState>,
     headers: HeaderMap,
-    axum::Json(body): axum::Json<Value>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    body: axum::body::Bytes,
 ) -> Response {
-    let Some(token) = bearer(&headers) else {
-        return unauthorized(None, "creating a launch context needs an access token");
+    let address = peer.map(|Extension(ConnectInfo(a))| a.ip().to_string());
+    let (agent, patient, result) = launch_context(&state, &headers, &body, address).await;
+    if state.audit.enabled() {
+        let url = format!("{}/launch", state.auth.settings.issuer);
+        let (status, description) = match &result {
+            Ok(_) => (200, "launch context created".to_string()),
+            Err(LaunchRefusal::NoToken(why)) => (401, why.to_string()),
+            Err(LaunchRefusal::BadToken(why)) => (401, why.clone()),
+            Err(LaunchRefusal::OAuth(e)) => (e.status, e.description.clone()),
+        };
+        let mut event = Event::launch(status, agent, patient, &url);
+        event.description = Some(description);
+        state.audit.record(event).await;
+    }
+    match result {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(LaunchRefusal::NoToken(why)) => unauthorized(None, why),
+        Err(LaunchRefusal::BadToken(why)) => unauthorized(Some("invalid_token"), &why),
+        Err(LaunchRefusal::OAuth(e)) => oauth_json(Err(e)),
+    }
+}
+
+/// Why `/auth/launch` refused.
+enum LaunchRefusal {
+    NoToken(&'static str),
+    BadToken(String),
+    OAuth(OAuthError),
+}
+
+/// Checks a launch request and creates its context; answers who asked (for the audit), the
+/// patient named (a valid id, existing or not), and the answer.
+async fn launch_context(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    address: Option<String>,
+) -> (
+    Agent,
+    Option<String>,
+    std::result::Result<Value, LaunchRefusal>,
+) {
+    let anonymous = Agent {
+        address: address.clone(),
+        ..Agent::default()
+    };
+    let Some(token) = bearer(headers) else {
+        let why = "creating a launch context needs an access token";
+        return (anonymous, None, Err(LaunchRefusal::NoToken(why)));
     };
     let principal = match state.auth.authenticate(&token).await {
         Ok(p) => p,
-        Err(why) => return unauthorized(Some("invalid_token"), &why),
+        Err(why) => return (anonymous, None, Err(LaunchRefusal::BadToken(why))),
     };
-    if principal.role == Role::Patient {
-        return oauth_json(Err(OAuthError {
-            status: 403,
-            error: "insufficient_scope",
-            description: "patients cannot create launch contexts".into(),
-        }));
-    }
-    let Some(patient) = body["patient"]
-        .as_str()
-        .map(|p| p.trim_start_matches("Patient/"))
-    else {
-        return oauth_json(Err(OAuthError {
-            status: 400,
-            error: "invalid_request",
-            description: "the body names the launch patient: {\"patient\": \"<id>\"}".into(),
-        }));
+    let refuse = |status: u16, error: &'static str, description: String| {
+        Err(LaunchRefusal::OAuth(OAuthError {
+            status,
+            error,
+            description,
+        }))
     };
-    match state.auth.create_launch(patient).await {
-        Ok(launch) => axum::Json(json!({"launch": launch, "patient": patient})).into_response(),
-        Err(e) => oauth_json(Err(e.into())),
+    let is_patient = principal.role == Role::Patient;
+    let agent = principal_agent(principal, address);
+    if is_patient {
+        let why = "patients cannot create launch contexts".to_string();
+        return (agent, None, refuse(403, "insufficient_scope", why));
     }
+    let named = serde_json::from_slice::<Value>(body).ok().and_then(|b| {
+        b["patient"]
+            .as_str()
+            .map(|p| p.trim_start_matches("Patient/").to_string())
+    });
+    let Some(patient) = named.filter(|p| crate::fhir::id::is_valid_id(p)) else {
+        let why = "the body is JSON naming the launch patient: {\"patient\": \"<id>\"}";
+        return (agent, None, refuse(400, "invalid_request", why.to_string()));
+    };
+    let result = match state.store.read("Patient", &patient).await {
+        Ok(Some(found)) if !found.is_deleted() => match state.auth.create_launch(&patient).await {
+            Ok(launch) => Ok(json!({"launch": launch, "patient": patient})),
+            Err(e) => Err(LaunchRefusal::OAuth(e.into())),
+        },
+        Ok(_) => refuse(
+            400,
+            "invalid_request",
+            format!("there is no Patient/{patient} here"),
+        ),
+        Err(e) => Err(LaunchRefusal::OAuth(e.into())),
+    };
+    (agent, Some(patient), result)
 }
 
 // ----- Pages -----
