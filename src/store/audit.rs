@@ -149,18 +149,20 @@ impl Store {
             if !missing.is_empty() {
                 let list: Vec<String> = (1..=missing.len()).map(|n| format!("${n}")).collect();
                 let text = format!(
-                    "SELECT key, body FROM audit_event WHERE key IN ({})",
+                    "SELECT key, body, packed FROM audit_event WHERE key IN ({})",
                     list.join(", ")
                 );
                 let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql(&text))).persistent(false);
                 for key in &missing {
                     q = q.bind(*key);
                 }
-                unknown = q
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(db_error)?
+                let rows: Vec<(i64, Option<String>, Option<Vec<u8>>)> =
+                    q.fetch_all(&mut *tx).await.map_err(db_error)?;
+                unknown = rows
                     .into_iter()
+                    .filter_map(|(key, body, packed)| {
+                        Some((key, crate::audit::pack::stored_text(body, packed)?))
+                    })
                     .collect();
             }
             let mut links = Vec::with_capacity(queued.len());
@@ -188,7 +190,7 @@ impl Store {
 
     /// The links after position `after`, at most `limit`, in chain order.
     pub async fn audit_links(&self, after: i64, limit: i64) -> Result<Vec<Link>> {
-        let text = "SELECT l.seq, l.key, l.prev, l.hash, e.body FROM audit_link l
+        let text = "SELECT l.seq, l.key, l.prev, l.hash, e.body, e.packed FROM audit_link l
              LEFT JOIN audit_event e ON e.key = l.key
              WHERE l.seq > $1 ORDER BY l.seq LIMIT $2";
         let rows = match self {
@@ -370,6 +372,7 @@ where
     for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
     for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
     for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<Vec<u8>>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
     usize: sqlx::ColumnIndex<R>,
 {
     Ok(Link {
@@ -377,7 +380,7 @@ where
         key: row.try_get(1)?,
         prev: row.try_get(2)?,
         hash: row.try_get(3)?,
-        body: row.try_get(4)?,
+        body: crate::audit::pack::stored_text(row.try_get(4)?, row.try_get(5)?),
     })
 }
 

@@ -286,10 +286,10 @@ pub(super) async fn insert_pg(
     let text = format!(
         "WITH e AS (
             INSERT INTO audit_event (id, recorded, recorded_hi, last_updated, type_system,
-                type_code, action, outcome, body, subtype_system, subtype_code,
+                type_code, action, outcome, packed, subtype_system, subtype_code,
                 entity_id_system, entity_id_value)
             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[],
-                $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                $5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[], $10::text[],
                 $11::text[], $12::text[], $13::text[])
             {}
             RETURNING key, id, recorded),
@@ -316,7 +316,7 @@ pub(super) async fn insert_pg(
         .bind(&e.type_code)
         .bind(&e.action)
         .bind(&e.outcome)
-        .bind(&e.body)
+        .bind(&e.packed)
         .bind(&e.columns[0].0)
         .bind(&e.columns[0].1)
         .bind(&e.columns[1].0)
@@ -416,7 +416,8 @@ struct EventColumns<'a> {
     type_code: Vec<Option<&'a str>>,
     action: Vec<Option<&'a str>>,
     outcome: Vec<Option<&'a str>>,
-    body: Vec<&'a str>,
+    /// The text, packed (`audit::pack`).
+    packed: Vec<Vec<u8>>,
     /// (system, value) of each of [`COLUMN_PARAMS`].
     columns: [(Column<'a>, Column<'a>); 2],
 }
@@ -438,12 +439,12 @@ impl<'a> EventColumns<'a> {
         self.type_code.push(r.type_code.as_deref());
         self.action.push(r.action.as_deref());
         self.outcome.push(r.outcome.as_deref());
-        self.body.push(&r.body);
+        self.packed.push(crate::audit::pack::pack(&r.body));
     }
 }
 
 /// The columns every AuditEvent query selects, in this order.
-const COLUMNS: &str = "e.key, e.id, e.last_updated, e.body";
+const COLUMNS: &str = "e.key, e.id, e.last_updated, e.body, e.packed";
 
 /// One AuditEvent by id.
 pub fn read_query(dialect: Dialect, id: &str) -> Sql {
@@ -714,12 +715,18 @@ pub fn found<R: Row>(row: &R) -> Result<(i64, Version, Option<i64>)>
 where
     for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
     for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<Vec<u8>>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
     for<'a> &'a str: sqlx::ColumnIndex<R>,
 {
     let key: i64 = row.try_get("key").map_err(db_error)?;
     let id: String = row.try_get("id").map_err(db_error)?;
     let last_updated: i64 = row.try_get("last_updated").map_err(db_error)?;
-    let body: String = row.try_get("body").map_err(db_error)?;
+    let body = crate::audit::pack::stored_text(
+        row.try_get("body").map_err(db_error)?,
+        row.try_get("packed").map_err(db_error)?,
+    )
+    .ok_or_else(|| Error::internal("a stored AuditEvent has no text"))?;
     let sort: Option<i64> = row.try_get("s").ok();
     Ok((key, AuditRecord::version(id, last_updated, &body)?, sort))
 }

@@ -50,6 +50,7 @@ pub const POSTGRES: &[Migration] = &[
     migration!("postgres", 0006, "audit"),
     migration!("postgres", 0007, "audit_table"),
     migration!("postgres", 0008, "audit_columns"),
+    migration!("postgres", 0009, "audit_packed"),
 ];
 #[allow(clippy::zero_prefixed_literal)]
 pub const SQLITE: &[Migration] = &[
@@ -61,4 +62,5 @@ pub const SQLITE: &[Migration] = &[
     migration!("sqlite", 0006, "audit"),
     migration!("sqlite", 0007, "audit_table"),
     migration!("sqlite", 0008, "audit_columns"),
+    migration!("sqlite", 0009, "audit_packed"),
 ];

@@ -364,16 +364,26 @@ impl Server {
         let url = self.database_url();
         let changed = match self.backend {
             Backend::Postgres => {
+                // The text is packed (`hearth::audit::pack`): unpack, change, pack again.
                 let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-                sqlx::query(
-                    "UPDATE audit_event SET body = replace(body, '\"outcome\":\"0\"', '\"outcome\":\"8\"')
+                let (key, packed): (i64, Vec<u8>) = sqlx::query_as(
+                    "SELECT key, packed FROM audit_event
                      WHERE key = (SELECT key FROM audit_link WHERE seq = $1)",
                 )
                 .bind(VICTIM)
-                .execute(&mut c)
+                .fetch_one(&mut c)
                 .await
-                .unwrap()
-                .rows_affected()
+                .unwrap();
+                let text = hearth::audit::pack::unpack(&packed).expect("packed text");
+                let changed = text.replace("\"outcome\":\"0\"", "\"outcome\":\"8\"");
+                assert_ne!(text, changed);
+                sqlx::query("UPDATE audit_event SET packed = $1 WHERE key = $2")
+                    .bind(hearth::audit::pack::pack(&changed))
+                    .bind(key)
+                    .execute(&mut c)
+                    .await
+                    .unwrap()
+                    .rows_affected()
             }
             Backend::Sqlite => {
                 let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
@@ -413,6 +423,7 @@ impl Server {
     /// audit table. The chain starts over (its old hashes covered the audit table's text).
     /// Run on a stopped server; a server started on it again must migrate it forward.
     pub async fn undo_the_audit_table(&self) {
+        self.undo_the_packed_text().await;
         let url = self.database_url();
         let (last_updated, body) = match self.backend {
             Backend::Postgres => ("to_timestamp(last_updated / 1000000.0)", "body::jsonb"),
@@ -453,9 +464,53 @@ impl Server {
         }
     }
 
+    /// Puts a stopped server's database back into its shape before migration 0009: every
+    /// AuditEvent's text in `body`, no `packed` column.
+    pub async fn undo_the_packed_text(&self) {
+        let url = self.database_url();
+        match self.backend {
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+                let rows: Vec<(i64, Vec<u8>)> =
+                    sqlx::query_as("SELECT key, packed FROM audit_event WHERE packed IS NOT NULL")
+                        .fetch_all(&mut c)
+                        .await
+                        .unwrap();
+                for (key, packed) in rows {
+                    let text = hearth::audit::pack::unpack(&packed).expect("packed text");
+                    sqlx::query("UPDATE audit_event SET body = $1, packed = NULL WHERE key = $2")
+                        .bind(text)
+                        .bind(key)
+                        .execute(&mut c)
+                        .await
+                        .unwrap();
+                }
+                sqlx::raw_sql(
+                    "ALTER TABLE audit_event DROP COLUMN packed;
+                     ALTER TABLE audit_event ALTER COLUMN body SET NOT NULL;
+                     DELETE FROM hearth_migration WHERE version = 9;",
+                )
+                .execute(&mut c)
+                .await
+                .unwrap();
+            }
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::raw_sql(
+                    "ALTER TABLE audit_event DROP COLUMN packed;
+                     DELETE FROM hearth_migration WHERE version = 9;",
+                )
+                .execute(&mut c)
+                .await
+                .unwrap();
+            }
+        }
+    }
+
     /// Puts a stopped server's database back into its shape before migration 0008: single
     /// subtypes and request ids back into `audit_ref` rows, the columns gone.
     pub async fn undo_the_audit_columns(&self) {
+        self.undo_the_packed_text().await;
         let script = "INSERT INTO audit_ref (key, param, system, value)
                 SELECT key, 'subtype', subtype_system, subtype_code FROM audit_event
                 WHERE subtype_code IS NOT NULL;
