@@ -579,7 +579,26 @@ async fn standalone_patient_launch(s: &Server) {
     for e in logouts.iter().chain(&asked) {
         let text = e.to_string();
         assert!(!text.contains(&access) && !text.contains(live_refresh));
-        assert_eq!(e["entity"][0]["role"]["code"], "13");
+        let roles: Vec<&Value> = e["entity"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| &x["role"]["code"])
+            .collect();
+        assert!(roles.contains(&&json!("13")), "the endpoint: {e}");
+    }
+    // The active answer disclosed the token's patient context, so it names the patient as
+    // an entity; the inactive one disclosed nothing. (Both are in the patient's trail
+    // anyway: the patient's own app asked.)
+    for e in &asked {
+        let entities = e["entity"].as_array().unwrap();
+        let patient = entities.iter().find(|x| x["role"]["code"] == "1");
+        if e["outcomeDesc"] == "the token is active" {
+            let patient = patient.expect("the disclosed patient");
+            assert_eq!(patient["what"]["reference"], format!("Patient/{me}"));
+        } else {
+            assert!(patient.is_none(), "{e}");
+        }
     }
 }
 
@@ -711,6 +730,21 @@ async fn practitioner_login_totp_lockout_and_ehr_launch(s: &Server) {
     .await
     .unwrap();
     assert_eq!(all["total"], 4, "the request without a token too: {all}");
+    // The practitioner's app asked about its token, and the answer disclosed the launch
+    // patient: that introspection is in the patient's trail.
+    let disclosed = audited(
+        s,
+        &admin,
+        &format!("subtype=urn:ihe:event-type-code%7CITI-102&patient={p}"),
+        "drwho",
+        1,
+    )
+    .await;
+    assert_eq!(disclosed.len(), 1, "{disclosed:?}");
+    assert_eq!(
+        disclosed[0]["entity"][0]["what"]["reference"],
+        format!("Patient/{p}")
+    );
     // The same TOTP code is not accepted twice.
     let b = browser();
     let (challenge, _) = PkceCodeChallenge::new_random_sha256();

@@ -413,9 +413,24 @@ pub async fn introspect(
         Some(true) => Some("the token is active"),
         _ => Some("the token is not active"),
     });
+    // An active token's patient context was disclosed to the caller: the event names the
+    // patient, so it is in that patient's trail.
+    let patient = result.as_ref().ok().and_then(|body| {
+        body["active"]
+            .as_bool()
+            .filter(|active| *active)
+            .and(body["patient"].as_str())
+            .map(str::to_string)
+    });
     let url = format!("{}/introspect", state.auth.settings.issuer);
     let peer = peer.map(|Extension(ConnectInfo(a))| a);
-    audit_oauth(&state, Kind::Introspect, &url, &form, caller, peer, answer).await;
+    let asked = Asked {
+        caller,
+        peer,
+        answer,
+        patient,
+    };
+    audit_oauth(&state, Kind::Introspect, &url, &form, asked).await;
     oauth_json(result)
 }
 
@@ -433,7 +448,13 @@ pub async fn revoke(
     let peer = peer.map(|Extension(ConnectInfo(a))| a);
     let answer = result.as_ref().map(|_| None);
     let caller = Caller::Client(claimed);
-    audit_oauth(&state, Kind::Revoke, &url, &form, caller, peer, answer).await;
+    let asked = Asked {
+        caller,
+        peer,
+        answer,
+        patient: None,
+    };
+    audit_oauth(&state, Kind::Revoke, &url, &form, asked).await;
     match result {
         Ok(()) => (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response(),
         Err(e) => oauth_json(Err(e)),
@@ -449,21 +470,36 @@ enum Caller<'a> {
     Client(Option<String>),
 }
 
+/// What an introspection or revocation asked and was answered.
+struct Asked<'a> {
+    caller: Caller<'a>,
+    peer: Option<SocketAddr>,
+    /// Words for `outcomeDesc`, or the OAuth error.
+    answer: std::result::Result<Option<&'a str>, &'a OAuthError>,
+    /// The patient context of the token asked about, if the answer disclosed it.
+    patient: Option<String>,
+}
+
 /// Records an introspection or revocation: the caller as the Application agent (and its
-/// user, for a user's token), the endpoint as the entity, and what was answered (or the OAuth
-/// error) as `outcomeDesc`. Never the token asked about.
+/// user, for a user's token), the endpoint as the entity, the patient whose context the
+/// answer disclosed, and what was answered (or the OAuth error) as `outcomeDesc`. Never the
+/// token asked about.
 async fn audit_oauth(
     state: &AppState,
     kind: Kind,
     url: &str,
     form: &HashMap<String, String>,
-    caller: Caller<'_>,
-    peer: Option<SocketAddr>,
-    answer: std::result::Result<Option<&str>, &OAuthError>,
+    asked: Asked<'_>,
 ) {
     if !state.audit.enabled() {
         return;
     }
+    let Asked {
+        caller,
+        peer,
+        answer,
+        patient,
+    } = asked;
     let address = peer.map(|a| a.ip().to_string());
     let agent = match caller {
         Caller::Token(token) => match state.auth.authenticate(token).await {
@@ -485,6 +521,7 @@ async fn audit_oauth(
     };
     let mut event = Event::oauth(kind, status, agent, url);
     event.description = description.map(str::to_string);
+    event.patients = patient.into_iter().collect();
     state.audit.record(event).await;
 }
 
