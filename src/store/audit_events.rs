@@ -349,9 +349,9 @@ pub(super) async fn insert_sqlite(
         let [subtype, entity_id] = placed.columns;
         let key: Option<i64> = sqlx::query_scalar(
             "INSERT INTO audit_event (id, recorded, recorded_hi, last_updated, type_system,
-                type_code, action, outcome, body, subtype_system, subtype_code,
+                type_code, action, outcome, body, packed, subtype_system, subtype_code,
                 entity_id_system, entity_id_value)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, '', ?9, ?10, ?11, ?12, ?13)
              ON CONFLICT (id) DO NOTHING RETURNING key",
         )
         .bind(&rec.id)
@@ -362,7 +362,7 @@ pub(super) async fn insert_sqlite(
         .bind(&rec.type_code)
         .bind(&rec.action)
         .bind(&rec.outcome)
-        .bind(&rec.body)
+        .bind(crate::audit::pack::pack(&rec.body))
         .bind(subtype.and_then(|r| r.system.as_deref()))
         .bind(subtype.map(|r| r.value.as_str()))
         .bind(entity_id.and_then(|r| r.system.as_deref()))

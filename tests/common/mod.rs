@@ -361,24 +361,27 @@ impl Server {
     /// as someone with database access and bad intentions would; returns its position.
     pub async fn tamper_with_an_audit_event(&self) -> i64 {
         const VICTIM: i64 = 2;
+        // The text is packed (`hearth::audit::pack`): unpack, change, pack again.
+        let pick = "SELECT key, packed FROM audit_event
+            WHERE key = (SELECT key FROM audit_link WHERE seq = $1)";
+        let update = "UPDATE audit_event SET packed = $1 WHERE key = $2";
+        let change = |packed: Vec<u8>| {
+            let text = hearth::audit::pack::unpack(&packed).expect("packed text");
+            let changed = text.replace("\"outcome\":\"0\"", "\"outcome\":\"8\"");
+            assert_ne!(text, changed);
+            hearth::audit::pack::pack(&changed)
+        };
         let url = self.database_url();
         let changed = match self.backend {
             Backend::Postgres => {
-                // The text is packed (`hearth::audit::pack`): unpack, change, pack again.
                 let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-                let (key, packed): (i64, Vec<u8>) = sqlx::query_as(
-                    "SELECT key, packed FROM audit_event
-                     WHERE key = (SELECT key FROM audit_link WHERE seq = $1)",
-                )
-                .bind(VICTIM)
-                .fetch_one(&mut c)
-                .await
-                .unwrap();
-                let text = hearth::audit::pack::unpack(&packed).expect("packed text");
-                let changed = text.replace("\"outcome\":\"0\"", "\"outcome\":\"8\"");
-                assert_ne!(text, changed);
-                sqlx::query("UPDATE audit_event SET packed = $1 WHERE key = $2")
-                    .bind(hearth::audit::pack::pack(&changed))
+                let (key, packed): (i64, Vec<u8>) = sqlx::query_as(pick)
+                    .bind(VICTIM)
+                    .fetch_one(&mut c)
+                    .await
+                    .unwrap();
+                sqlx::query(update)
+                    .bind(change(packed))
                     .bind(key)
                     .execute(&mut c)
                     .await
@@ -387,15 +390,18 @@ impl Server {
             }
             Backend::Sqlite => {
                 let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
-                sqlx::query(
-                    "UPDATE audit_event SET body = json_set(body, '$.outcome', '8')
-                     WHERE key = (SELECT key FROM audit_link WHERE seq = ?1)",
-                )
-                .bind(VICTIM)
-                .execute(&mut c)
-                .await
-                .unwrap()
-                .rows_affected()
+                let (key, packed): (i64, Vec<u8>) = sqlx::query_as(pick)
+                    .bind(VICTIM)
+                    .fetch_one(&mut c)
+                    .await
+                    .unwrap();
+                sqlx::query(update)
+                    .bind(change(packed))
+                    .bind(key)
+                    .execute(&mut c)
+                    .await
+                    .unwrap()
+                    .rows_affected()
             }
         };
         assert_eq!(changed, 1, "the chain has a second event to tamper with");
@@ -468,18 +474,17 @@ impl Server {
     /// AuditEvent's text in `body`, no `packed` column.
     pub async fn undo_the_packed_text(&self) {
         let url = self.database_url();
+        let pick = "SELECT key, packed FROM audit_event WHERE packed IS NOT NULL";
+        let update = "UPDATE audit_event SET body = $1, packed = NULL WHERE key = $2";
+        let text = |packed: &[u8]| hearth::audit::pack::unpack(packed).expect("packed text");
         match self.backend {
             Backend::Postgres => {
                 let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
                 let rows: Vec<(i64, Vec<u8>)> =
-                    sqlx::query_as("SELECT key, packed FROM audit_event WHERE packed IS NOT NULL")
-                        .fetch_all(&mut c)
-                        .await
-                        .unwrap();
+                    sqlx::query_as(pick).fetch_all(&mut c).await.unwrap();
                 for (key, packed) in rows {
-                    let text = hearth::audit::pack::unpack(&packed).expect("packed text");
-                    sqlx::query("UPDATE audit_event SET body = $1, packed = NULL WHERE key = $2")
-                        .bind(text)
+                    sqlx::query(update)
+                        .bind(text(&packed))
                         .bind(key)
                         .execute(&mut c)
                         .await
@@ -496,6 +501,16 @@ impl Server {
             }
             Backend::Sqlite => {
                 let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                let rows: Vec<(i64, Vec<u8>)> =
+                    sqlx::query_as(pick).fetch_all(&mut c).await.unwrap();
+                for (key, packed) in rows {
+                    sqlx::query(update)
+                        .bind(text(&packed))
+                        .bind(key)
+                        .execute(&mut c)
+                        .await
+                        .unwrap();
+                }
                 sqlx::raw_sql(
                     "ALTER TABLE audit_event DROP COLUMN packed;
                      DELETE FROM hearth_migration WHERE version = 9;",
