@@ -1,7 +1,7 @@
 //! The audit trail: an AuditEvent for every access to the FHIR API (`event`), written without
 //! ever dropping one (`log`: writes' events commit with the write, reads' events go through a
 //! buffered writer that applies backpressure), linked into a hash chain that shows tampering
-//! (`chain`), stored packed on PostgreSQL (`pack`), and kept for a retention period.
+//! (`chain`), stored packed (`pack`), and kept for a retention period.
 //! <https://hl7.org/fhir/R4/auditevent.html>, <https://profiles.ihe.net/ITI/BALP/>
 
 pub mod chain;
