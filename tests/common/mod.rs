@@ -22,6 +22,27 @@ use hearth::{Config, Hearth};
 use serde_json::Value;
 use sqlx::Connection;
 
+/// Connects to `$url` as `$conn`, and for each `(key, packed)` AuditEvent row `$pick`
+/// selects runs `$update` with `$rewrite(packed)` and the key, behind Hearth's back; answers
+/// the connection and how many rows changed.
+macro_rules! rewrite_packed {
+    ($conn:ty, $url:expr, $pick:expr, $update:expr, $rewrite:expr) => {{
+        let mut c = <$conn>::connect(&$url).await.unwrap();
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as($pick).fetch_all(&mut c).await.unwrap();
+        let mut changed = 0;
+        for (key, packed) in rows {
+            changed += sqlx::query($update)
+                .bind($rewrite(packed))
+                .bind(key)
+                .execute(&mut c)
+                .await
+                .unwrap()
+                .rows_affected();
+        }
+        (c, changed)
+    }};
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -363,7 +384,7 @@ impl Server {
         const VICTIM: i64 = 2;
         // The text is packed (`hearth::audit::pack`): unpack, change, pack again.
         let pick = "SELECT key, packed FROM audit_event
-            WHERE key = (SELECT key FROM audit_link WHERE seq = $1)";
+            WHERE key = (SELECT key FROM audit_link WHERE seq = 2)";
         let update = "UPDATE audit_event SET packed = $1 WHERE key = $2";
         let change = |packed: Vec<u8>| {
             let text = hearth::audit::pack::unpack(&packed).expect("packed text");
@@ -373,36 +394,8 @@ impl Server {
         };
         let url = self.database_url();
         let changed = match self.backend {
-            Backend::Postgres => {
-                let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-                let (key, packed): (i64, Vec<u8>) = sqlx::query_as(pick)
-                    .bind(VICTIM)
-                    .fetch_one(&mut c)
-                    .await
-                    .unwrap();
-                sqlx::query(update)
-                    .bind(change(packed))
-                    .bind(key)
-                    .execute(&mut c)
-                    .await
-                    .unwrap()
-                    .rows_affected()
-            }
-            Backend::Sqlite => {
-                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
-                let (key, packed): (i64, Vec<u8>) = sqlx::query_as(pick)
-                    .bind(VICTIM)
-                    .fetch_one(&mut c)
-                    .await
-                    .unwrap();
-                sqlx::query(update)
-                    .bind(change(packed))
-                    .bind(key)
-                    .execute(&mut c)
-                    .await
-                    .unwrap()
-                    .rows_affected()
-            }
+            Backend::Postgres => rewrite_packed!(sqlx::PgConnection, url, pick, update, change).1,
+            Backend::Sqlite => rewrite_packed!(sqlx::SqliteConnection, url, pick, update, change).1,
         };
         assert_eq!(changed, 1, "the chain has a second event to tamper with");
         VICTIM
@@ -476,48 +469,19 @@ impl Server {
         let url = self.database_url();
         let pick = "SELECT key, packed FROM audit_event WHERE packed IS NOT NULL";
         let update = "UPDATE audit_event SET body = $1, packed = NULL WHERE key = $2";
-        let text = |packed: &[u8]| hearth::audit::pack::unpack(packed).expect("packed text");
+        let text = |packed: Vec<u8>| hearth::audit::pack::unpack(&packed).expect("packed text");
+        let drop_packed = "ALTER TABLE audit_event DROP COLUMN packed;
+            DELETE FROM hearth_migration WHERE version = 9;";
         match self.backend {
             Backend::Postgres => {
-                let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-                let rows: Vec<(i64, Vec<u8>)> =
-                    sqlx::query_as(pick).fetch_all(&mut c).await.unwrap();
-                for (key, packed) in rows {
-                    sqlx::query(update)
-                        .bind(text(&packed))
-                        .bind(key)
-                        .execute(&mut c)
-                        .await
-                        .unwrap();
-                }
-                sqlx::raw_sql(
-                    "ALTER TABLE audit_event DROP COLUMN packed;
-                     ALTER TABLE audit_event ALTER COLUMN body SET NOT NULL;
-                     DELETE FROM hearth_migration WHERE version = 9;",
-                )
-                .execute(&mut c)
-                .await
-                .unwrap();
+                let (mut c, _) = rewrite_packed!(sqlx::PgConnection, url, pick, update, text);
+                let not_null = "ALTER TABLE audit_event ALTER COLUMN body SET NOT NULL";
+                sqlx::raw_sql(drop_packed).execute(&mut c).await.unwrap();
+                sqlx::raw_sql(not_null).execute(&mut c).await.unwrap();
             }
             Backend::Sqlite => {
-                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
-                let rows: Vec<(i64, Vec<u8>)> =
-                    sqlx::query_as(pick).fetch_all(&mut c).await.unwrap();
-                for (key, packed) in rows {
-                    sqlx::query(update)
-                        .bind(text(&packed))
-                        .bind(key)
-                        .execute(&mut c)
-                        .await
-                        .unwrap();
-                }
-                sqlx::raw_sql(
-                    "ALTER TABLE audit_event DROP COLUMN packed;
-                     DELETE FROM hearth_migration WHERE version = 9;",
-                )
-                .execute(&mut c)
-                .await
-                .unwrap();
+                let (mut c, _) = rewrite_packed!(sqlx::SqliteConnection, url, pick, update, text);
+                sqlx::raw_sql(drop_packed).execute(&mut c).await.unwrap();
             }
         }
     }
