@@ -745,6 +745,20 @@ async fn practitioner_login_totp_lockout_and_ehr_launch(s: &Server) {
         disclosed[0]["entity"][0]["what"]["reference"],
         format!("Patient/{p}")
     );
+    // It disclosed the token's user too: named as a User entity, so the introspection is
+    // found by that practitioner as `entity` (not only as the agent who asked).
+    let user = &disclosed[0]["entity"][1];
+    assert_eq!(user["what"]["reference"], "Practitioner/d1", "{user}");
+    assert_eq!(user["role"]["code"], "6", "{user}");
+    let as_entity = audited(
+        s,
+        &admin,
+        "subtype=urn:ihe:event-type-code%7CITI-102&entity=Practitioner/d1",
+        "drwho",
+        1,
+    )
+    .await;
+    assert_eq!(as_entity, disclosed);
     // The same TOTP code is not accepted twice.
     let b = browser();
     let (challenge, _) = PkceCodeChallenge::new_random_sha256();

@@ -121,6 +121,9 @@ pub struct Event {
     pub query: Option<String>,
     /// The ids of the patients whose data the interaction disclosed or changed.
     pub patients: Vec<String>,
+    /// The users (`Practitioner/7`) whose identity the interaction disclosed: the user of a
+    /// token an introspection answered about (the caller is an agent instead).
+    pub users: Vec<String>,
     /// The request's `X-Request-Id`, to correlate with the server's logs.
     pub request_id: Option<String>,
     /// Words for `outcomeDesc` (failures say their HTTP status without them).
@@ -138,6 +141,7 @@ impl Event {
             entities: Vec::new(),
             query: None,
             patients: Vec::new(),
+            users: Vec::new(),
             request_id: None,
             description: None,
         }
@@ -319,12 +323,21 @@ impl Event {
             .iter()
             .map(|p| format!("Patient/{p}"))
             .collect();
-        let mut entity = Vec::with_capacity(patients.len() + self.entities.len() + 2);
+        let mut entity =
+            Vec::with_capacity(patients.len() + self.users.len() + self.entities.len() + 2);
         for p in &patients {
             entity.push(json::Entity {
                 what: Some(json::What::Reference { reference: p }),
                 kind: json::Coding::new(ENTITY_TYPE, "1", "Person"),
                 role: Some(json::Coding::new(ROLE, "1", "Patient")),
+                query: None,
+            });
+        }
+        for u in &self.users {
+            entity.push(json::Entity {
+                what: Some(json::What::Reference { reference: u }),
+                kind: json::Coding::new(ENTITY_TYPE, "1", "Person"),
+                role: Some(json::Coding::new(ROLE, "6", "User")),
                 query: None,
             });
         }
@@ -435,7 +448,7 @@ impl Event {
             refs.push(token("agent:identifier", Some(&clients), client));
         }
         // A Patient entity is a patient too; `normalise` keeps one row for both.
-        for r in patients.iter().chain(&self.entities) {
+        for r in patients.iter().chain(&self.users).chain(&self.entities) {
             refs.extend(reference("entity", r));
         }
         if let Some(id) = &self.request_id {
@@ -666,6 +679,7 @@ mod tests {
             token_request(),
             consent(),
             Event::oauth(Kind::Introspect, 200, drjones(), "http://h/auth/introspect"),
+            introspection_disclosing(),
             Event::oauth(Kind::Revoke, 401, Agent::default(), "http://h/auth/revoke"),
             ehr_launch(),
         ] {
@@ -799,6 +813,36 @@ mod tests {
         ));
         assert_eq!(v["subtype"][0]["code"], "110123");
         assert_eq!(v["action"], "E");
+    }
+
+    /// An introspection whose answer disclosed the token's user and patient context.
+    fn introspection_disclosing() -> Event {
+        let mut e = Event::oauth(Kind::Introspect, 200, drjones(), "http://h/auth/introspect");
+        e.users = vec!["Practitioner/8".into()];
+        e.patients = vec!["p1".into()];
+        e
+    }
+
+    #[test]
+    fn an_introspection_names_the_user_and_patient_it_disclosed() {
+        let v = resource(&introspection_disclosing());
+        let entity = v["entity"].as_array().unwrap();
+        assert_eq!(entity.len(), 3, "{v}");
+        assert_eq!(entity[0]["what"]["reference"], "Patient/p1");
+        assert_eq!(entity[0]["role"]["code"], "1");
+        assert_eq!(entity[1]["what"]["reference"], "Practitioner/8");
+        assert_eq!(entity[1]["type"]["code"], "1");
+        assert_eq!(entity[1]["role"]["code"], "6");
+        assert_eq!(entity[2]["role"]["code"], "13");
+        let refs = introspection_disclosing()
+            .record("http://h/fhir", Utc::now())
+            .refs;
+        let entities: Vec<&str> = refs
+            .iter()
+            .filter(|r| r.param == "entity")
+            .map(|r| r.value.as_str())
+            .collect();
+        assert_eq!(entities, ["p1", "8"]);
     }
 
     #[test]

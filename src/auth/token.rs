@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::accounts::{self, Client, ClientKind};
-use super::policy::Role;
+use super::policy::{Principal, Role};
 use super::scope;
 use super::server::{digest, grantable, now, random_secret, AuthServer, Grant};
 use crate::store::auth::Kind;
@@ -311,20 +311,30 @@ impl AuthServer {
         form: &HashMap<String, String>,
         basic: Option<(String, String)>,
         bearer: Option<&str>,
-    ) -> OAuthResult<Value> {
-        let caller_ok = match bearer {
-            Some(t) => self.authenticate(t).await.is_ok(),
-            None => self
-                .authenticate_client(form, basic)
-                .await
-                .is_ok_and(|c| c.kind != ClientKind::Public),
-        };
-        if !caller_ok {
-            return Err(OAuthError::new(
+    ) -> OAuthResult<Introspection> {
+        let refused = || {
+            OAuthError::new(
                 "invalid_client",
                 "introspection needs client authentication or a bearer token",
-            ));
-        }
+            )
+        };
+        let caller = match bearer {
+            Some(t) => Some(self.authenticate(t).await.map_err(|_| refused())?),
+            None => {
+                self.authenticate_client(form, basic)
+                    .await
+                    .ok()
+                    .filter(|c| c.kind != ClientKind::Public)
+                    .ok_or_else(refused)?;
+                None
+            }
+        };
+        let answer = |answer: Value| Introspection {
+            answer,
+            caller: caller.clone(),
+            user: None,
+            patient: None,
+        };
         let token = form.get("token").map(String::as_str).unwrap_or("");
         if let Ok(c) = self.verify_access_token(token, true).await {
             let mut body = json!({
@@ -338,24 +348,28 @@ impl AuthServer {
                 "aud": c.aud,
                 "token_type": "Bearer",
             });
-            if let Some(p) = c.patient {
+            if let Some(p) = &c.patient {
                 body["patient"] = json!(p);
             }
-            if let Some(u) = c.fhir_user {
+            if let Some(u) = &c.fhir_user {
                 body["fhirUser"] = json!(format!("{}/{u}", self.settings.fhir_base));
             }
-            return Ok(body);
+            return Ok(Introspection {
+                user: c.fhir_user,
+                patient: c.patient,
+                ..answer(body)
+            });
         }
         if let Some(r) = self.store.auth_get(Kind::Refresh, &digest(token)).await? {
-            return Ok(json!({
+            return Ok(answer(json!({
                 "active": true,
                 "scope": r["grant"]["scope"],
                 "client_id": r["grant"]["client_id"],
                 "exp": r["exp"],
                 "token_type": "refresh_token",
-            }));
+            })));
         }
-        Ok(json!({"active": false}))
+        Ok(answer(json!({"active": false})))
     }
 
     /// `POST /auth/revoke` (RFC 7009): a refresh token is deleted, an access token's id is
@@ -433,4 +447,17 @@ mod tests {
         );
         assert_eq!(basic_credentials("Bearer x"), None);
     }
+}
+
+/// An introspection's answer (RFC 7662), with what the audit trail records of it.
+#[derive(Debug)]
+pub struct Introspection {
+    /// The JSON answer.
+    pub answer: Value,
+    /// The caller, when it asked with a bearer token (verified once, here).
+    pub caller: Option<Principal>,
+    /// What an active access token's answer disclosed: its user (`fhirUser`, as
+    /// `Practitioner/7`) and its patient context.
+    pub user: Option<String>,
+    pub patient: Option<String>,
 }

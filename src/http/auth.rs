@@ -404,34 +404,37 @@ pub async fn introspect(
     let basic = basic(&headers).filter(|_| bearer.is_none());
     let claimed = basic.as_ref().map(|(id, _)| id.clone());
     let result = state.auth.introspect(&form, basic, bearer.as_deref()).await;
-    let caller = match &bearer {
-        // The bearer token was checked already (a refused one is not a caller).
-        Some(token) if result.is_ok() => Caller::Token(token),
-        _ => Caller::Client(claimed),
+    let (caller, answer, disclosed) = match &result {
+        Ok(i) => {
+            let caller = match &i.caller {
+                Some(p) => Caller::Token(p.clone()),
+                None => Caller::Client(claimed),
+            };
+            let words = match i.answer["active"].as_bool() {
+                Some(true) => "the token is active",
+                _ => "the token is not active",
+            };
+            // An active token's user and patient context were disclosed to the caller: the
+            // event names them, so it is in that patient's (and that user's) trail. A
+            // patient's own token names the patient once.
+            let own = i.patient.as_ref().map(|p| format!("Patient/{p}"));
+            let user = i.user.clone().filter(|u| Some(u) != own.as_ref());
+            (caller, Ok(Some(words)), (user, i.patient.clone()))
+        }
+        // A refused bearer token is not a caller.
+        Err(e) => (Caller::Client(claimed), Err(e), (None, None)),
     };
-    let answer = result.as_ref().map(|body| match body["active"].as_bool() {
-        Some(true) => Some("the token is active"),
-        _ => Some("the token is not active"),
-    });
-    // An active token's patient context was disclosed to the caller: the event names the
-    // patient, so it is in that patient's trail.
-    let patient = result.as_ref().ok().and_then(|body| {
-        body["active"]
-            .as_bool()
-            .filter(|active| *active)
-            .and(body["patient"].as_str())
-            .map(str::to_string)
-    });
     let url = format!("{}/introspect", state.auth.settings.issuer);
     let peer = peer.map(|Extension(ConnectInfo(a))| a);
     let asked = Asked {
         caller,
         peer,
         answer,
-        patient,
+        user: disclosed.0,
+        patient: disclosed.1,
     };
     audit_oauth(&state, Kind::Introspect, &url, &form, asked).await;
-    oauth_json(result)
+    oauth_json(result.map(|i| i.answer))
 }
 
 /// `POST /auth/revoke` (RFC 7009). Every request is audited.
@@ -452,6 +455,7 @@ pub async fn revoke(
         caller,
         peer,
         answer,
+        user: None,
         patient: None,
     };
     audit_oauth(&state, Kind::Revoke, &url, &form, asked).await;
@@ -462,9 +466,9 @@ pub async fn revoke(
 }
 
 /// Who called an OAuth endpoint.
-enum Caller<'a> {
-    /// A valid access token (introspection may be asked with one).
-    Token(&'a str),
+enum Caller {
+    /// The holder of a valid access token (introspection may be asked with one).
+    Token(Principal),
     /// A client, by the id its Basic credentials claim (the form's `client_id` and the
     /// subject of a client assertion are looked at too).
     Client(Option<String>),
@@ -472,17 +476,19 @@ enum Caller<'a> {
 
 /// What an introspection or revocation asked and was answered.
 struct Asked<'a> {
-    caller: Caller<'a>,
+    caller: Caller,
     peer: Option<SocketAddr>,
     /// Words for `outcomeDesc`, or the OAuth error.
     answer: std::result::Result<Option<&'a str>, &'a OAuthError>,
-    /// The patient context of the token asked about, if the answer disclosed it.
+    /// The user (`Practitioner/7`) and patient context of the token asked about, if the
+    /// answer disclosed them.
+    user: Option<String>,
     patient: Option<String>,
 }
 
 /// Records an introspection or revocation: the caller as the Application agent (and its
-/// user, for a user's token), the endpoint as the entity, the patient whose context the
-/// answer disclosed, and what was answered (or the OAuth error) as `outcomeDesc`. Never the
+/// user, for a user's token), the endpoint as the entity, the user and patient the answer
+/// disclosed, and what was answered (or the OAuth error) as `outcomeDesc`. Never the
 /// token asked about.
 async fn audit_oauth(
     state: &AppState,
@@ -498,17 +504,12 @@ async fn audit_oauth(
         caller,
         peer,
         answer,
+        user,
         patient,
     } = asked;
     let address = peer.map(|a| a.ip().to_string());
     let agent = match caller {
-        Caller::Token(token) => match state.auth.authenticate(token).await {
-            Ok(p) => principal_agent(p, address),
-            Err(_) => Agent {
-                address,
-                ..Agent::default()
-            },
-        },
+        Caller::Token(p) => principal_agent(p, address),
         Caller::Client(basic_id) => Agent {
             client_id: registered_client(state, form, basic_id).await,
             address,
@@ -522,6 +523,7 @@ async fn audit_oauth(
     let mut event = Event::oauth(kind, status, agent, url);
     event.description = description.map(str::to_string);
     event.patients = patient.into_iter().collect();
+    event.users = user.into_iter().collect();
     state.audit.record(event).await;
 }
 
