@@ -419,6 +419,19 @@ pub fn basic_credentials(header: &str) -> Option<(String, String)> {
     Some((unescape(id), unescape(secret)))
 }
 
+/// An introspection's answer (RFC 7662), with what the audit trail records of it.
+#[derive(Debug)]
+pub struct Introspection {
+    /// The JSON answer.
+    pub answer: Value,
+    /// The caller, when it asked with a bearer token (verified once, here).
+    pub caller: Option<Principal>,
+    /// What an active access token's answer disclosed: its user (`fhirUser`, as
+    /// `Practitioner/7`) and its patient context.
+    pub user: Option<String>,
+    pub patient: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,17 +460,4 @@ mod tests {
         );
         assert_eq!(basic_credentials("Bearer x"), None);
     }
-}
-
-/// An introspection's answer (RFC 7662), with what the audit trail records of it.
-#[derive(Debug)]
-pub struct Introspection {
-    /// The JSON answer.
-    pub answer: Value,
-    /// The caller, when it asked with a bearer token (verified once, here).
-    pub caller: Option<Principal>,
-    /// What an active access token's answer disclosed: its user (`fhirUser`, as
-    /// `Practitioner/7`) and its patient context.
-    pub user: Option<String>,
-    pub patient: Option<String>,
 }
