@@ -325,29 +325,26 @@ impl Event {
             .collect();
         let mut entity =
             Vec::with_capacity(patients.len() + self.users.len() + self.entities.len() + 2);
-        for p in &patients {
-            entity.push(json::Entity {
-                what: Some(json::What::Reference { reference: p }),
-                kind: json::Coding::new(ENTITY_TYPE, "1", "Person"),
-                role: Some(json::Coding::new(ROLE, "1", "Patient")),
-                query: None,
-            });
-        }
-        for u in &self.users {
-            entity.push(json::Entity {
-                what: Some(json::What::Reference { reference: u }),
-                kind: json::Coding::new(ENTITY_TYPE, "1", "Person"),
-                role: Some(json::Coding::new(ROLE, "6", "User")),
-                query: None,
-            });
-        }
-        for e in &self.entities {
-            entity.push(json::Entity {
-                what: Some(json::What::Reference { reference: e }),
-                kind: json::Coding::new(ENTITY_TYPE, "2", "System Object"),
-                role: Some(json::Coding::new(ROLE, "4", "Domain Resource")),
-                query: None,
-            });
+        // The patients, the users and the resources the interaction touched, each with the
+        // `type` and `role` that say which of the three it is.
+        let named = [
+            (&patients, ("1", "Person"), ("1", "Patient")),
+            (&self.users, ("1", "Person"), ("6", "User")),
+            (
+                &self.entities,
+                ("2", "System Object"),
+                ("4", "Domain Resource"),
+            ),
+        ];
+        for (references, (kind, kind_name), (role, role_name)) in named {
+            for reference in references {
+                entity.push(json::Entity {
+                    what: Some(json::What::Reference { reference }),
+                    kind: json::Coding::new(ENTITY_TYPE, kind, kind_name),
+                    role: Some(json::Coding::new(ROLE, role, role_name)),
+                    query: None,
+                });
+            }
         }
         // BALP's transaction entity: the request id, to find the server's log lines.
         if let Some(value) = &self.request_id {
