@@ -30,7 +30,7 @@ stop() {
     kill "${pids[@]}" 2>/dev/null || true
     wait "${pids[@]}" 2>/dev/null || true
     if [ -n "${PIN:-}" ]; then
-        for p in $(pgrep -x postgres); do taskset -pc "0-$(($(nproc) - 1))" "$p" >/dev/null; done
+        for p in $(pgrep -x postgres); do taskset -pc "0-$(($(nproc) - 1))" "$p" >/dev/null 2>&1 || true; done
     fi
 }
 trap stop EXIT
@@ -38,7 +38,7 @@ trap stop EXIT
 run=()
 if [ -n "${PIN:-}" ]; then
     # New backends inherit the postmaster's affinity.
-    for p in $(pgrep -x postgres); do taskset -pc 1 "$p" >/dev/null; done
+    for p in $(pgrep -x postgres); do taskset -pc 1 "$p" >/dev/null 2>&1 || true; done
     run=(taskset -c 0)
 fi
 "${run[@]}" "$BIN_A" serve --auth off --audit off --database-url "$PG/hearth_pair_a" \

@@ -141,9 +141,10 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
         .map(|c| c.0);
     let request_id = request.extensions().get::<RequestId>().map(|r| r.0.clone());
 
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
 
-    let note = response.extensions().get::<AuditNote>();
+    // Taken out, not cloned: nothing after this layer reads it.
+    let note = response.extensions_mut().remove::<AuditNote>();
     if matches!(note, Some(AuditNote::Recorded)) {
         return response;
     }
@@ -153,14 +154,14 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
         agent(response.extensions().get::<Access>(), peer),
     );
     event.request_id = request_id;
-    event.query = match response.extensions().get::<PostedSearch>() {
-        Some(posted) => Some(posted.0.clone()),
+    event.query = match response.extensions_mut().remove::<PostedSearch>() {
+        Some(posted) => Some(posted.0),
         None => query,
     };
     match note {
         Some(AuditNote::Disclosed { entities, patients }) => {
-            event.entities = entities.clone();
-            event.patients = patients.clone();
+            event.entities = entities;
+            event.patients = patients;
         }
         // A failure names what was asked for.
         _ if !target.is_empty() && !target.starts_with('_') && event.query.is_none() => {
